@@ -1,0 +1,101 @@
+"""im2col and col2im for 1-, 2- and 3-d windows, compiled with Numba.
+
+Both kernels see every problem as 3-d: ``x`` is ``(N, C, D, H, W)`` and the window
+tuples are ``(depth, height, width)``, with singleton leading dimensions for ranks 1
+and 2. The column matrix is ``(C * kd * kh * kw, N * L)`` with ``L = od * oh * ow``:
+row ``(c, i, j, k)`` holds, for every sample and output position, the input element
+that kernel offset ``(i, j, k)`` of channel ``c`` sees, or zero in the padding.
+Rows are ordered channel-major, as ``torch.nn.functional.unfold`` orders them.
+
+Zero padding is implicit: positions outside the input are skipped by index ranges
+computed once per kernel offset, so no branch runs per element.
+"""
+
+from numba import prange
+
+from .._config import jit
+
+
+@jit(inline=True)
+def _valid_outputs(pad_low, offset, stride, input_len, output_len):
+    """Output positions ``o`` in ``[lo, hi)`` with ``0 <= o*stride - pad_low + offset < input_len``."""
+    start = pad_low - offset
+    lo = max(0, -(-start // stride))
+    hi = min(output_len, (input_len - 1 + start) // stride + 1)
+    return lo, max(lo, hi)
+
+
+@jit(inline=True)
+def _offset_spans(offset, kernel, stride, dilation, pad_low, input_size, output_size):
+    """For flat kernel offset ``offset`` = (i, j, k): per dimension, the valid output
+    range ``[lo, hi)`` and the input coordinate of output position 0."""
+    _, kh, kw = kernel
+    i, j, k = offset // (kh * kw), offset // kw % kh, offset % kw
+    d_lo, d_hi = _valid_outputs(pad_low[0], i * dilation[0], stride[0], input_size[0],
+                                output_size[0])
+    h_lo, h_hi = _valid_outputs(pad_low[1], j * dilation[1], stride[1], input_size[1],
+                                output_size[1])
+    w_lo, w_hi = _valid_outputs(pad_low[2], k * dilation[2], stride[2], input_size[2],
+                                output_size[2])
+    z0 = i * dilation[0] - pad_low[0]
+    y0 = j * dilation[1] - pad_low[1]
+    x0 = k * dilation[2] - pad_low[2]
+    return d_lo, d_hi, h_lo, h_hi, w_lo, w_hi, z0, y0, x0
+
+
+@jit(parallel=True)
+def im2col(x, kernel, stride, dilation, pad_low, output_size, cols):
+    batch, channels, depth, height, width = x.shape
+    od, oh, ow = output_size
+    sd, sh, sw = stride
+    length = od * oh * ow
+    volume = kernel[0] * kernel[1] * kernel[2]
+    for row in prange(channels * volume):
+        c = row // volume
+        d_lo, d_hi, h_lo, h_hi, w_lo, w_hi, z0, y0, x0 = _offset_spans(
+            row % volume, kernel, stride, dilation, pad_low, (depth, height, width), output_size
+        )
+        for n in range(batch):
+            for a in range(od):
+                for b in range(oh):
+                    line = n * length + (a * oh + b) * ow
+                    if d_lo <= a < d_hi and h_lo <= b < h_hi:
+                        z = a * sd + z0
+                        y = b * sh + y0
+                        for q in range(w_lo):
+                            cols[row, line + q] = 0
+                        for q in range(w_lo, w_hi):
+                            cols[row, line + q] = x[n, c, z, y, q * sw + x0]
+                        for q in range(w_hi, ow):
+                            cols[row, line + q] = 0
+                    else:
+                        for q in range(ow):
+                            cols[row, line + q] = 0
+
+
+@jit(parallel=True)
+def col2im(cols, kernel, stride, dilation, pad_low, output_size, x):
+    # Each (sample, channel) image is written by one iteration only, so the
+    # scatter-add has no races.
+    batch, channels, depth, height, width = x.shape
+    od, oh, ow = output_size
+    sd, sh, sw = stride
+    length = od * oh * ow
+    volume = kernel[0] * kernel[1] * kernel[2]
+    for task in prange(batch * channels):
+        n = task // channels
+        c = task % channels
+        image = x[n, c]
+        image[:] = 0
+        for offset in range(volume):
+            row = c * volume + offset
+            d_lo, d_hi, h_lo, h_hi, w_lo, w_hi, z0, y0, x0 = _offset_spans(
+                offset, kernel, stride, dilation, pad_low, (depth, height, width), output_size
+            )
+            for a in range(d_lo, d_hi):
+                z = a * sd + z0
+                for b in range(h_lo, h_hi):
+                    y = b * sh + y0
+                    line = n * length + (a * oh + b) * ow
+                    for q in range(w_lo, w_hi):
+                        image[z, y, q * sw + x0] += cols[row, line + q]
