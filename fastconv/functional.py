@@ -119,10 +119,11 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1) -> np.ndarray:
     window = unfold_window(x.shape[2:], kernel_size, stride=stride, padding=padding,
                            dilation=dilation)
     batch, channels = x.shape[:2]
-    cols = np.empty((channels * window.kernel_volume, batch * window.output_volume), x.dtype)
+    rows = channels * window.kernel_volume
+    cols = np.empty((rows, batch * window.output_volume), x.dtype)
     _kernels.im2col(np.ascontiguousarray(x).reshape(_five_d(x.shape)), window.kernel_args(),
                     cols)
-    cols = cols.reshape(-1, batch, window.output_volume).transpose(1, 0, 2)
+    cols = cols.reshape(rows, batch, window.output_volume).transpose(1, 0, 2)
     return np.ascontiguousarray(cols)
 
 

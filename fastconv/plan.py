@@ -142,7 +142,8 @@ class ConvPlan:
 
     def _per_group(self, matrix: np.ndarray) -> np.ndarray:
         """View a ``(rows, columns)`` matrix as ``(groups, rows // groups, columns)``."""
-        return matrix.reshape(self.geometry.groups, -1, matrix.shape[-1])
+        groups = self.geometry.groups
+        return matrix.reshape(groups, matrix.shape[0] // groups, matrix.shape[1])
 
     def _weight_matrices(self, weight: np.ndarray) -> np.ndarray:
         """``(groups, out // groups, in // groups * prod(k))``."""
@@ -153,13 +154,13 @@ class ConvPlan:
     def _channel_major(self, y: np.ndarray) -> np.ndarray:
         """``(N, K, *out)`` to the ``(K, N*L)`` matrix the GEMMs use."""
         g = self.geometry
-        y = y.reshape(g.batch, g.out_channels, -1)
-        return np.ascontiguousarray(y.transpose(1, 0, 2)).reshape(g.out_channels, -1)
+        y = y.reshape(g.batch, g.out_channels, g.window.output_volume)
+        return np.ascontiguousarray(y.transpose(1, 0, 2)).reshape(g.out_channels, self._columns)
 
     def _batch_major(self, y: np.ndarray) -> np.ndarray:
         """``(K, N*L)`` back to ``(N, K, *out)``."""
         g = self.geometry
-        y = y.reshape(g.out_channels, g.batch, -1).transpose(1, 0, 2)
+        y = y.reshape(g.out_channels, g.batch, g.window.output_volume).transpose(1, 0, 2)
         return np.ascontiguousarray(y).reshape(self.output_shape)
 
     # -- the three passes --------------------------------------------------------------

@@ -1,0 +1,29 @@
+"""Test-session set-up.
+
+Every test runs the kernels with bounds checking on: Numba does not check indices, so
+without it an indexing bug would corrupt memory silently instead of raising. The flag
+must be set before numba is imported, and numba's on-disk cache does not tell checked
+from unchecked machine code, so the tests keep a cache of their own.
+"""
+
+import os
+from pathlib import Path
+
+os.environ["NUMBA_BOUNDSCHECK"] = "1"
+os.environ["NUMBA_CACHE_DIR"] = str(Path(__file__).resolve().parent.parent / ".numba_cache"
+                                    / "boundscheck")
+
+from hypothesis import settings  # noqa: E402
+
+from .oracle import DEVIATIONS  # noqa: E402
+
+# JIT compilation makes first calls slow, so no per-example deadline.
+settings.register_profile("fastconv", deadline=None, max_examples=40, print_blob=True)
+settings.load_profile("fastconv")
+
+
+def pytest_terminal_summary(terminalreporter):
+    if DEVIATIONS:
+        terminalreporter.section("largest deviation from the reference (max |error| / max |ref|)")
+        for (dtype, reference), (deviation, where) in sorted(DEVIATIONS.items()):
+            terminalreporter.write_line(f"{dtype:8s} vs {reference:10s} {deviation:.3e}  ({where})")

@@ -1,0 +1,126 @@
+"""Slow, obvious convolutions written from the definitions.
+
+An oracle independent of both im2col and torch: every function loops over output
+positions and kernel offsets and maps each padded coordinate back to the input
+element it stands for. Only the channel contractions use numpy.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+
+def source_index(position: int, size: int, mode: str) -> int | None:
+    """The input index a padded coordinate reads, or None for a zero."""
+    if 0 <= position < size:
+        return position
+    if mode == "zeros":
+        return None
+    if mode == "reflect":
+        return -position if position < 0 else 2 * (size - 1) - position
+    if mode == "replicate":
+        return min(max(position, 0), size - 1)
+    if mode == "circular":
+        return position % size
+    raise ValueError(mode)
+
+
+def output_size(size, kernel, stride, pad_low, pad_high, dilation):
+    return tuple((n + lo + hi - d * (k - 1) - 1) // s + 1
+                 for n, k, s, lo, hi, d in zip(size, kernel, stride, pad_low, pad_high, dilation))
+
+
+def _taps(out_size, kernel, stride, pad_low, dilation, size, mode):
+    """Yield (output position, kernel offset, input index) for every tap that reads input."""
+    for out in itertools.product(*map(range, out_size)):
+        for offset in itertools.product(*map(range, kernel)):
+            index = tuple(source_index(o * s - lo + j * d, n, mode)
+                          for o, s, lo, j, d, n in zip(out, stride, pad_low, offset, dilation,
+                                                       size))
+            if None not in index:
+                yield out, offset, index
+
+
+def _group_taps(weight_shape, groups, size, out_size, stride, pad_low, dilation, mode):
+    """Yield (x index, y index, w index) for every tap of every group: the convolution is
+    ``y[y index] += x[x index] @ w[w index].T`` summed over the taps."""
+    out_channels, group_channels, *kernel = weight_shape
+    group_out = out_channels // groups
+    for g in range(groups):
+        cin = slice(g * group_channels, (g + 1) * group_channels)
+        cout = slice(g * group_out, (g + 1) * group_out)
+        for out, offset, index in _taps(out_size, kernel, stride, pad_low, dilation, size, mode):
+            yield (slice(None), cin, *index), (slice(None), cout, *out), (cout, slice(None), *offset)
+
+
+def conv(x, w, b=None, *, stride, pad_low, pad_high, dilation, groups=1, mode="zeros"):
+    """y[n, k, o] = sum over c, j of x[n, c, o*s - p + j*d] * w[k, c, j] (+ b[k])."""
+    size = x.shape[2:]
+    out_size = output_size(size, w.shape[2:], stride, pad_low, pad_high, dilation)
+    y = np.zeros((x.shape[0], w.shape[0], *out_size))
+    for xi, yi, wi in _group_taps(w.shape, groups, size, out_size, stride, pad_low, dilation,
+                                  mode):
+        y[yi] += x[xi] @ w[wi].T
+    if b is not None:
+        y += b.reshape((-1,) + (1,) * len(size))
+    return y
+
+
+def conv_backward_input(dy, w, input_shape, *, stride, pad_low, dilation, groups=1,
+                        mode="zeros"):
+    """The adjoint of :func:`conv` in x: each tap adds its product back onto its source."""
+    dx = np.zeros(input_shape)
+    for xi, yi, wi in _group_taps(w.shape, groups, input_shape[2:], dy.shape[2:], stride,
+                                  pad_low, dilation, mode):
+        dx[xi] += dy[yi] @ w[wi]
+    return dx
+
+
+def conv_backward_weight(dy, x, weight_shape, *, stride, pad_low, dilation, groups=1,
+                         mode="zeros"):
+    """The adjoint of :func:`conv` in w."""
+    dw = np.zeros(weight_shape)
+    for xi, yi, wi in _group_taps(weight_shape, groups, x.shape[2:], dy.shape[2:], stride,
+                                  pad_low, dilation, mode):
+        dw[wi] += dy[yi].T @ x[xi]
+    return dw
+
+
+def conv_transpose(x, w, *, stride, padding, output_padding, dilation, groups=1):
+    """y[n, co, i*s - p + j*d] += x[n, ci, i] * w[ci, co, j], from the definition."""
+    batch, in_channels, *size = x.shape
+    _, group_out, *kernel = w.shape
+    out_size = tuple((n - 1) * s - 2 * p + d * (k - 1) + op + 1
+                     for n, s, p, d, k, op in zip(size, stride, padding, dilation, kernel,
+                                                  output_padding))
+    y = np.zeros((batch, group_out * groups, *out_size))
+    group_in = in_channels // groups
+    for g in range(groups):
+        cin = slice(g * group_in, (g + 1) * group_in)
+        cout = slice(g * group_out, (g + 1) * group_out)
+        for i in itertools.product(*map(range, size)):
+            for offset in itertools.product(*map(range, kernel)):
+                o = tuple(a * s - p + j * d
+                          for a, s, p, j, d in zip(i, stride, padding, offset, dilation))
+                if all(0 <= v < n for v, n in zip(o, out_size)):
+                    y[(slice(None), cout, *o)] += (x[(slice(None), cin, *i)]
+                                                   @ w[(cin, slice(None), *offset)])
+    return y
+
+
+def unfold(x, kernel, *, stride, padding, dilation):
+    """im2col from the definition: (N, C * prod(kernel), L), rows channel-major."""
+    batch, channels, *size = x.shape
+    out_size = output_size(size, kernel, stride, padding, padding, dilation)
+    positions = list(itertools.product(*map(range, out_size)))
+    offsets = list(itertools.product(*map(range, kernel)))
+    cols = np.zeros((batch, channels, len(offsets), len(positions)), x.dtype)
+    for l, out in enumerate(positions):
+        for r, offset in enumerate(offsets):
+            index = tuple(source_index(o * s - p + j * d, n, "zeros")
+                          for o, s, p, j, d, n in zip(out, stride, padding, offset, dilation, size))
+            if None not in index:
+                cols[:, :, r, l] = x[(slice(None), slice(None), *index)]
+    return cols.reshape(batch, channels * len(offsets), len(positions))
