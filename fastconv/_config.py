@@ -38,7 +38,9 @@ _cache_failures: list[str] = []
 
 def jit(*, parallel: bool = False, inline: bool = False):
     """Compile a kernel with fastconv's flags, cached on disk when a location is writable."""
-    options = dict(JIT_OPTIONS, parallel=parallel)
+    # Numba cannot raise from inside a parallel region, so a bounds-checked build
+    # (NUMBA_BOUNDSCHECK=1) runs serially to turn bad indices into IndexError.
+    options = dict(JIT_OPTIONS, parallel=parallel and not numba.config.BOUNDSCHECK)
     if inline:
         options["inline"] = "always"
 

@@ -1,17 +1,20 @@
 """Test-session set-up.
 
-Every test runs the kernels with bounds checking on: Numba does not check indices, so
-without it an indexing bug would corrupt memory silently instead of raising. The flag
-must be set before numba is imported, and numba's on-disk cache does not tell checked
-from unchecked machine code, so the tests keep a cache of their own.
+Tests run the kernels with bounds checking on unless ``NUMBA_BOUNDSCHECK=0`` is set:
+Numba does not check indices, so without it an indexing bug would corrupt memory
+silently instead of raising. Bounds-checked kernels run serially (see
+``fastconv._config``); CI runs the suite a second time with ``NUMBA_BOUNDSCHECK=0`` to
+cover the parallel builds. The flag must be set before numba is imported, and numba's
+on-disk cache does not tell checked from unchecked machine code, so each setting gets
+a cache of its own.
 """
 
 import os
 from pathlib import Path
 
-os.environ["NUMBA_BOUNDSCHECK"] = "1"
+os.environ.setdefault("NUMBA_BOUNDSCHECK", "1")
 os.environ["NUMBA_CACHE_DIR"] = str(Path(__file__).resolve().parent.parent / ".numba_cache"
-                                    / "boundscheck")
+                                    / f"boundscheck-{os.environ['NUMBA_BOUNDSCHECK']}")
 
 from hypothesis import settings  # noqa: E402
 

@@ -1,0 +1,87 @@
+"""im2col and col2im: against torch's unfold/fold, the loop reference, and each other."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+import torch
+
+import fastconv
+from fastconv import _kernels
+from fastconv._geometry import unfold_window
+
+from . import reference
+from .oracle import random
+
+CASES = [
+    {"kernel_size": 3},
+    {"kernel_size": 2, "stride": 2},
+    {"kernel_size": 3, "padding": 2, "dilation": 2},
+    {"kernel_size": (3, 1), "stride": (1, 3), "padding": (0, 1)},
+]
+
+
+def _params(case, rank):
+    return {k: v[:rank] + v[-1:] * (rank - len(v)) if isinstance(v, tuple) else v
+            for k, v in case.items()}
+
+
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_im2col_and_col2im_match_torch_unfold_and_fold(case):
+    params = CASES[case]
+    x = random(np.random.default_rng(0), (2, 3, 9, 8))
+    cols = fastconv.im2col(x, **params)
+    expected = torch.nn.functional.unfold(torch.from_numpy(x), **params).numpy()
+    np.testing.assert_array_equal(cols, expected)
+    c = random(np.random.default_rng(1), cols.shape)
+    folded = fastconv.col2im(c, (9, 8), **params)
+    expected = torch.nn.functional.fold(torch.from_numpy(c), (9, 8), **params).numpy()
+    np.testing.assert_allclose(folded, expected, rtol=1e-14, atol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", range(len(CASES)))
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_im2col_matches_reference_and_col2im_is_its_adjoint(rank, case, dtype):
+    params = _params(CASES[case], rank)
+    rng = np.random.default_rng(rank)
+    size = (9, 8, 7)[:rank]
+    x = random(rng, (2, 3, *size), dtype)
+    cols = fastconv.im2col(x, **params)
+    window = unfold_window(size, **params)
+    np.testing.assert_array_equal(
+        cols, reference.unfold(x, window.kernel_size, stride=window.stride,
+                               padding=window.pad_low, dilation=window.dilation))
+    # <im2col(x), c> == <x, col2im(c)>: col2im is exactly the adjoint scatter-add.
+    c = random(rng, cols.shape, dtype)
+    folded = fastconv.col2im(c, size, **params)
+    lhs = np.vdot(cols.astype(np.float64), c.astype(np.float64))
+    rhs = np.vdot(x.astype(np.float64), folded.astype(np.float64))
+    tol = np.finfo(dtype).eps * cols.shape[1] * np.abs(cols).sum() * np.abs(c).max()
+    assert abs(lhs - rhs) <= tol
+
+
+def test_col2im_rank_follows_the_sequence_argument():
+    c = np.ones((1, 2 * 3, 4))
+    assert fastconv.col2im(c, 6, (3,)).shape == (1, 2, 6)
+    assert fastconv.col2im(np.ones((1, 4, 4)), 3, 2).shape == (1, 1, 3, 3)
+
+
+def test_empty_batch_im2col_col2im():
+    x = np.zeros((0, 3, 5, 5), np.float32)
+    cols = fastconv.im2col(x, 3)
+    assert cols.shape == (0, 27, 9)
+    assert fastconv.col2im(cols, (5, 5), 3).shape == (0, 3, 5, 5)
+
+
+@pytest.mark.skipif(not numba.config.BOUNDSCHECK,
+                    reason="an out-of-bounds write is only safe to provoke with NUMBA_BOUNDSCHECK=1")
+def test_bounds_checking_turns_a_bad_buffer_into_index_error():
+    x = np.zeros((1, 1, 1, 4, 4))
+    window = unfold_window((4, 4), 3).kernel_args()
+    assert window == ((1, 3, 3), (1, 1, 1), (1, 1, 1), (0, 0, 0), (1, 2, 2))
+    # Without the validation in front of the kernels, a wrong buffer size is an
+    # out-of-bounds access; bounds checking raises instead of writing past the buffer.
+    with pytest.raises(IndexError):
+        _kernels.im2col(x, window, np.zeros((9, 3)))
