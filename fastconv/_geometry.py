@@ -234,6 +234,11 @@ def check_input_shape(input_shape, rank: int, name: str) -> tuple[int, ...]:
     return shape
 
 
+def _dim(name: str, index: int) -> str:
+    """How to write dimension ``index`` of a shape argument or an array argument."""
+    return f"{name}[{index}]" if name.endswith("_shape") else f"{name}.shape[{index}]"
+
+
 def _check_groups(groups, channels: int, channels_name: str) -> int:
     groups = as_int(groups, "groups")
     if groups <= 0:
@@ -266,10 +271,10 @@ def conv_geometry(input_shape, weight_shape, *, stride=1, padding=0, dilation=1,
     weight_shape = tuple(weight_shape)
     input_shape = check_input_shape(input_shape, rank, input_name)
     out_channels, group_channels, *kernel_size = weight_shape
-    groups = _check_groups(groups, out_channels, f"out_channels ({weight_name}.shape[0])")
+    groups = _check_groups(groups, out_channels, f"out_channels ({_dim(weight_name, 0)})")
     if input_shape[1] != groups * group_channels:
         raise ValueError(
-            f"{input_name} has {input_shape[1]} channels but groups * {weight_name}.shape[1] = "
+            f"{input_name} has {input_shape[1]} channels but groups * {_dim(weight_name, 1)} = "
             f"{groups} * {group_channels} = {groups * group_channels}"
         )
     stride = positive_tuple(stride, rank, "stride")

@@ -12,7 +12,7 @@ import numpy as np
 
 from . import _kernels
 from ._arrays import as_float_array, float_arrays
-from ._geometry import fold_rank, positive_tuple, unfold_window, weight_rank
+from ._geometry import conv_geometry, fold_rank, positive_tuple, unfold_window, weight_rank
 from .plan import ConvPlan, _five_d
 
 __all__ = [
@@ -56,6 +56,12 @@ def _plan(build, *args, **kwargs) -> ConvPlan:
         if "unhashable" not in str(exc):
             raise
         return build(*args, **kwargs)
+
+
+def _conv_plan(input_shape, weight_shape, dtype, input_name, weight_name, **params) -> ConvPlan:
+    geometry = conv_geometry(input_shape, weight_shape, input_name=input_name,
+                             weight_name=weight_name, **params)
+    return ConvPlan.from_geometry(geometry, dtype)
 
 
 def clear_plan_cache() -> None:
@@ -230,8 +236,8 @@ def conv(x, weight, bias=None, *, stride=1, padding=0, dilation=1, groups=1,
     x, weight, bias = float_arrays(x=x, weight=weight, bias=bias)
     rank = weight_rank(weight.shape)
     x, unbatched = _batched(x, rank)
-    plan = _plan(ConvPlan, x.shape, weight.shape, stride=stride, padding=padding,
-                 dilation=dilation, groups=groups, padding_mode=padding_mode, dtype=x.dtype)
+    plan = _plan(_conv_plan, x.shape, weight.shape, x.dtype, "x", "weight", stride=stride,
+                 padding=padding, dilation=dilation, groups=groups, padding_mode=padding_mode)
     y = plan.forward(x, weight, bias)
     return y[0] if unbatched else y
 
@@ -271,9 +277,9 @@ def conv_backward_input(grad_output, weight, input_shape, *, stride=1, padding=0
            [ 3.,  7.,  4.]])
     """
     grad_output, weight = float_arrays(grad_output=grad_output, weight=weight)
-    plan = _plan(ConvPlan, _shape_tuple(input_shape, "input_shape"), weight.shape,
-                 stride=stride, padding=padding, dilation=dilation, groups=groups,
-                 padding_mode=padding_mode, dtype=weight.dtype)
+    plan = _plan(_conv_plan, _shape_tuple(input_shape, "input_shape"), weight.shape,
+                 weight.dtype, "input_shape", "weight", stride=stride, padding=padding,
+                 dilation=dilation, groups=groups, padding_mode=padding_mode)
     return plan.backward_input(grad_output, weight)
 
 
@@ -309,9 +315,9 @@ def conv_backward_weight(grad_output, x, weight_shape, *, stride=1, padding=0, d
            [20., 24.]])
     """
     grad_output, x = float_arrays(grad_output=grad_output, x=x)
-    plan = _plan(ConvPlan, x.shape, _shape_tuple(weight_shape, "weight_shape"), stride=stride,
-                 padding=padding, dilation=dilation, groups=groups, padding_mode=padding_mode,
-                 dtype=x.dtype)
+    plan = _plan(_conv_plan, x.shape, _shape_tuple(weight_shape, "weight_shape"), x.dtype, "x",
+                 "weight_shape", stride=stride, padding=padding, dilation=dilation,
+                 groups=groups, padding_mode=padding_mode)
     return plan.backward_weight(grad_output, x)
 
 

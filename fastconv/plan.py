@@ -76,6 +76,13 @@ class ConvPlan:
         self._setup(geometry, as_float_dtype(dtype))
 
     @classmethod
+    def from_geometry(cls, geometry: ConvGeometry, dtype) -> ConvPlan:
+        """A plan for a geometry already validated by :mod:`fastconv._geometry`."""
+        plan = cls.__new__(cls)
+        plan._setup(geometry, as_float_dtype(dtype))
+        return plan
+
+    @classmethod
     def transposed(cls, input_shape, weight_shape, *, stride=1, padding=0, output_padding=0,
                    groups=1, dilation=1, dtype=np.float64) -> ConvPlan:
         """The plan whose ``backward_input`` is ``conv_transpose`` of ``input_shape``.
@@ -84,12 +91,11 @@ class ConvPlan:
         the plan's ``output_shape`` is ``input_shape`` and its ``input_shape`` is the
         shape the transposed convolution returns.
         """
-        plan = cls.__new__(cls)
-        plan._setup(transpose_geometry(input_shape, weight_shape, stride=stride,
-                                       padding=padding, output_padding=output_padding,
-                                       groups=groups, dilation=dilation),
-                    as_float_dtype(dtype))
-        return plan
+        return cls.from_geometry(
+            transpose_geometry(input_shape, weight_shape, stride=stride, padding=padding,
+                               output_padding=output_padding, groups=groups, dilation=dilation),
+            dtype,
+        )
 
     def _setup(self, geometry: ConvGeometry, dtype: np.dtype) -> None:
         self.geometry = geometry
