@@ -1,0 +1,77 @@
+"""ConvPlan: the descriptor validates once, then runs the three passes on its shapes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv import ConvPlan, functional
+
+from .oracle import random
+
+
+def test_plan_passes_equal_the_functional_api():
+    params = {"stride": 2, "padding": "valid", "dilation": 1, "groups": 2,
+              "padding_mode": "zeros"}
+    plan = ConvPlan((3, 4, 9, 9), (6, 2, 3, 3), dtype=np.float32, **params)
+    assert plan.output_shape == (3, 6, 4, 4)
+    assert plan.input_shape == (3, 4, 9, 9)
+    assert plan.weight_shape == (6, 2, 3, 3)
+    assert plan.dtype == np.float32
+    rng = np.random.default_rng(0)
+    x, w, b = (random(rng, s, np.float32) for s in (plan.input_shape, plan.weight_shape, (6,)))
+    dy = random(rng, plan.output_shape, np.float32)
+    np.testing.assert_array_equal(plan.forward(x, w, b), fastconv.conv(x, w, b, **params))
+    np.testing.assert_array_equal(plan.backward_input(dy, w),
+                                  fastconv.conv_backward_input(dy, w, x.shape, **params))
+    np.testing.assert_array_equal(plan.backward_weight(dy, x),
+                                  fastconv.conv_backward_weight(dy, x, w.shape, **params))
+    np.testing.assert_array_equal(plan.backward_bias(dy), fastconv.conv_backward_bias(dy))
+
+
+def test_workspace_counts_the_column_matrix_and_the_gemm_output():
+    plan = ConvPlan((2, 3, 8, 8), (5, 3, 3, 3), padding=1, dtype=np.float64)
+    columns = 2 * 8 * 8
+    assert plan.workspace_nbytes == 8 * (3 * 9 * columns + 5 * columns)
+    padded = ConvPlan((2, 3, 8, 8), (5, 3, 3, 3), padding=1, padding_mode="reflect",
+                      dtype=np.float32)
+    assert padded.workspace_nbytes == 4 * (3 * 9 * columns + 5 * columns + 2 * 3 * 10 * 10)
+
+
+def test_repeated_calls_are_bitwise_identical():
+    plan = ConvPlan((4, 8, 16, 16), (8, 8, 3, 3), padding=1, dtype=np.float32)
+    rng = np.random.default_rng(1)
+    x, w = random(rng, plan.input_shape, np.float32), random(rng, plan.weight_shape, np.float32)
+    first = plan.forward(x, w)
+    for _ in range(3):
+        np.testing.assert_array_equal(plan.forward(x, w), first)
+
+
+def test_transposed_plan_swaps_input_and_output():
+    plan = ConvPlan.transposed((2, 4, 5, 5), (4, 3, 3, 3), stride=2, padding=1,
+                               output_padding=1, dtype=np.float64)
+    assert plan.output_shape == (2, 4, 5, 5)
+    assert plan.input_shape == (2, 3, 10, 10)
+
+
+def test_functional_calls_reuse_cached_plans():
+    functional.clear_plan_cache()
+    x = np.ones((1, 2, 6, 6))
+    w = np.ones((3, 2, 3, 3))
+    fastconv.conv(x, w, stride=[1, 1])
+    fastconv.conv(x, w, stride=(1, 1))
+    fastconv.conv(x, w, stride=[1, 1])
+    info = functional._cached_plan.cache_info()
+    assert (info.hits, info.misses) == (2, 1)  # a list and a tuple stride share a plan
+
+
+def test_repr_names_the_geometry():
+    text = repr(ConvPlan((1, 2, 5, 5), (4, 1, 3, 3), groups=2, padding="same"))
+    assert "groups=2" in text
+    assert "padding=((1, 1), (1, 1))" in text
+
+
+@pytest.mark.parametrize("dtype", ["float32", np.float64, np.dtype("float32")])
+def test_dtype_accepts_what_numpy_accepts(dtype):
+    assert ConvPlan((1, 1, 4), (1, 1, 2), dtype=dtype).dtype == np.dtype(dtype)
