@@ -16,9 +16,9 @@ os.environ.setdefault("NUMBA_BOUNDSCHECK", "1")
 os.environ["NUMBA_CACHE_DIR"] = str(Path(__file__).resolve().parent.parent / ".numba_cache"
                                     / f"boundscheck-{os.environ['NUMBA_BOUNDSCHECK']}")
 
-from hypothesis import settings  # noqa: E402
+from hypothesis import settings
 
-from .oracle import DEVIATIONS  # noqa: E402
+from .oracle import DEVIATIONS
 
 # JIT compilation makes first calls slow, so no per-example deadline.
 settings.register_profile("fastconv", deadline=None, max_examples=40, print_blob=True)

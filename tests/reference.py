@@ -52,7 +52,8 @@ def _group_taps(weight_shape, groups, size, out_size, stride, pad_low, dilation,
         cin = slice(g * group_channels, (g + 1) * group_channels)
         cout = slice(g * group_out, (g + 1) * group_out)
         for out, offset, index in _taps(out_size, kernel, stride, pad_low, dilation, size, mode):
-            yield (slice(None), cin, *index), (slice(None), cout, *out), (cout, slice(None), *offset)
+            yield ((slice(None), cin, *index), (slice(None), cout, *out),
+                   (cout, slice(None), *offset))
 
 
 def conv(x, w, b=None, *, stride, pad_low, pad_high, dilation, groups=1, mode="zeros"):
@@ -117,10 +118,10 @@ def unfold(x, kernel, *, stride, padding, dilation):
     positions = list(itertools.product(*map(range, out_size)))
     offsets = list(itertools.product(*map(range, kernel)))
     cols = np.zeros((batch, channels, len(offsets), len(positions)), x.dtype)
-    for l, out in enumerate(positions):
-        for r, offset in enumerate(offsets):
+    for column, out in enumerate(positions):
+        for row, offset in enumerate(offsets):
             index = tuple(source_index(o * s - p + j * d, n, "zeros")
                           for o, s, p, j, d, n in zip(out, stride, padding, offset, dilation, size))
             if None not in index:
-                cols[:, :, r, l] = x[(slice(None), slice(None), *index)]
+                cols[:, :, row, column] = x[(slice(None), slice(None), *index)]
     return cols.reshape(batch, channels * len(offsets), len(positions))

@@ -76,7 +76,7 @@ def test_empty_batch_im2col_col2im():
 
 
 @pytest.mark.skipif(not numba.config.BOUNDSCHECK,
-                    reason="an out-of-bounds write is only safe to provoke with NUMBA_BOUNDSCHECK=1")
+                    reason="an out-of-bounds write is safe to provoke only when bounds-checked")
 def test_bounds_checking_turns_a_bad_buffer_into_index_error():
     x = np.zeros((1, 1, 1, 4, 4))
     window = unfold_window((4, 4), 3).kernel_args()

@@ -18,7 +18,8 @@ from .._config import jit
 
 @jit(inline=True)
 def _valid_outputs(pad_low, offset, stride, input_len, output_len):
-    """Output positions ``o`` in ``[lo, hi)`` with ``0 <= o*stride - pad_low + offset < input_len``."""
+    """Output positions ``o`` in ``[lo, hi)`` that read inside the input:
+    ``0 <= o * stride - pad_low + offset < input_len``."""
     start = pad_low - offset
     lo = max(0, -(-start // stride))
     hi = min(output_len, (input_len - 1 + start) // stride + 1)

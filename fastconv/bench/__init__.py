@@ -1,0 +1,1 @@
+"""Benchmarks and the command line: ``python -m fastconv``."""
