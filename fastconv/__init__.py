@@ -5,38 +5,10 @@ around an im2col column matrix; the input gradient's "full convolution with the
 rotated filter" is col2im's scatter-add.
 """
 
-from .functional import (
-    col2im,
-    conv,
-    conv1d,
-    conv2d,
-    conv3d,
-    conv_backward_bias,
-    conv_backward_input,
-    conv_backward_weight,
-    conv_transpose,
-    conv_transpose1d,
-    conv_transpose2d,
-    conv_transpose3d,
-    im2col,
-)
+from . import functional
+from .functional import *  # noqa: F403  (the public functions; their list is functional.__all__)
 from .plan import ConvPlan
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ConvPlan",
-    "col2im",
-    "conv",
-    "conv1d",
-    "conv2d",
-    "conv3d",
-    "conv_backward_bias",
-    "conv_backward_input",
-    "conv_backward_weight",
-    "conv_transpose",
-    "conv_transpose1d",
-    "conv_transpose2d",
-    "conv_transpose3d",
-    "im2col",
-]
+__all__ = ["ConvPlan", *functional.__all__]
