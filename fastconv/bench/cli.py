@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import csv
+import json
 import math
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
+from .. import _threads
 from ..plan import ConvPlan
 from . import numpy_baseline
+from .suite import QUICK, load_suite
 from .timing import interleaved_medians
 
 # ResNet-20's 3x3 layer on CIFAR-10 (He et al. 2016), batch 32.
@@ -66,6 +71,132 @@ def _check(args) -> int:
     return 1 if failed else 0
 
 
+class Progress:
+    """One status line on a terminal, rewritten in place; plain lines elsewhere."""
+
+    def __init__(self, total: int, stream=sys.stderr):
+        self.total, self.done, self.stream = total, 0, stream
+        self.start = time.perf_counter()
+        self.tty = stream.isatty()
+
+    def step(self, label: str) -> None:
+        self.done += 1
+        elapsed = time.perf_counter() - self.start
+        text = f"[{self.done:>3}/{self.total}] {elapsed:6.1f}s  {label}"
+        if self.tty:
+            self.stream.write("\r\033[K" + text + ("\n" if self.done == self.total else ""))
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def print_table(rows, peak: float, stream=sys.stdout) -> None:
+    head = (f"{'layer':22s} {'pass':15s} {'ms':>9s} {'GFLOP/s':>8s} {'%peak':>6s} "
+            f"{'xGEMM':>6s} {'vs numpy':>9s} {'vs torch':>9s}")
+    print(head, file=stream)
+    print("-" * len(head), file=stream)
+    for r in rows:
+        print(f"{r.layer:22s} {r.op_pass:15s} {r.fastconv_ms:9.3f} {r.gflops:8.1f} "
+              f"{r.percent_of_peak:6.1f} {_fmt(r.gemm_ratio, '6.2f')} "
+              f"{_fmt(r.numpy_speedup, '8.2f')}x {_fmt(r.torch_speedup, '8.2f')}x", file=stream)
+
+
+def print_summary(summary: dict, stream=sys.stdout) -> None:
+    print(f"\nlayers: {summary['layers']}", file=stream)
+    if summary["step_speedup_geomean"] is not None:
+        print(f"training step (forward + backward_input + backward_weight) speedup over torch: "
+              f"geomean {summary['step_speedup_geomean']:.2f}x, lowest "
+              f"{summary['step_speedup_min']:.2f}x ({summary['step_speedup_min_layer']})",
+              file=stream)
+    if summary["depthwise_step_speedup_geomean"] is not None:
+        print(f"depthwise layers: geomean {summary['depthwise_step_speedup_geomean']:.2f}x "
+              "over torch", file=stream)
+    if summary["gemm_ratio_median"] is not None:
+        print(f"time / bare GEMM time, non-depthwise passes: median "
+              f"{summary['gemm_ratio_median']:.2f}, worst {summary['gemm_ratio_max']:.2f}",
+              file=stream)
+
+
+def _write_out(path: Path, rows, summary, meta) -> None:
+    from .runner import as_dicts
+
+    records = as_dicts(rows)
+    if path.suffix == ".csv":
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(records[0]))
+            writer.writeheader()
+            writer.writerows(records)
+    else:
+        path.write_text(json.dumps({"machine": meta, "summary": summary, "rows": records},
+                                   indent=2))
+
+
+def _plot(path: Path, rows, summary, title: str) -> None:
+    try:
+        import matplotlib
+    except ImportError:
+        raise SystemExit("--plot needs matplotlib: pip install 'fastconv[bench]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers = list(dict.fromkeys(r.layer for r in rows))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(layers) + 2), 4.5))
+    width = 0.27
+    for i, name in enumerate(("forward", "backward_input", "backward_weight")):
+        values = [next((r.torch_speedup or float("nan") for r in rows
+                        if r.layer == layer and r.op_pass == name), float("nan"))
+                  for layer in layers]
+        ax.bar([j + (i - 1) * width for j in range(len(layers))], values, width, label=name)
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(layers)), layers, rotation=60, ha="right", fontsize=8)
+    ax.set_ylabel("speedup over torch (log scale)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def _bench(args) -> int:
+    from . import runner
+
+    names = QUICK if args.suite == "quick" else None
+    layers = load_suite(names)
+    if args.filter:
+        layers = [layer for layer in layers if args.filter in layer.name]
+        if not layers:
+            raise SystemExit(f"no layer name contains {args.filter!r}")
+    dtype = np.dtype(args.dtype)
+    _threads.set_num_threads(args.threads)
+    if runner.torch is not None:
+        runner.torch.set_num_threads(args.threads)
+    meta = runner.machine() | {"threads": args.threads, "dtype": dtype.name,
+                                "layout": args.layout, "suite": args.suite}
+    peak = runner.gemm_peak_gflops(dtype)
+    print(f"{meta['cpu']}; {args.threads} threads; {dtype.name}; {args.layout}; "
+          f"BLAS GEMM peak {peak:.0f} GFLOP/s; torch {meta['torch'] or 'not installed'}")
+    progress = Progress(len(layers))
+    rows = []
+    for layer in layers:
+        progress.step(layer.name)
+        rows += runner.run_layer(layer, dtype, threads=args.threads, layout=args.layout,
+                                 repeats=args.repeats, peak=peak, with_numpy=not args.no_numpy)
+    summary = runner.summarize(rows)
+    meta["gemm_peak_gflops"] = peak
+    print_table(rows, peak)
+    print_summary(summary)
+    if args.out:
+        _write_out(Path(args.out), rows, summary, meta)
+    if args.plot:
+        _plot(Path(args.plot), rows, summary,
+              f"fastconv vs torch, {dtype.name}, {args.layout}, {args.threads} threads")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastconv",
@@ -80,6 +211,24 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     check.add_argument("--repeats", type=int, default=5, help="timed rounds (default 5)")
     check.set_defaults(run=_check)
+
+    bench = commands.add_parser(
+        "bench", help="time the layer suite against torch, the NumPy baseline and bare GEMMs")
+    bench.add_argument("--suite", choices=["quick", "full"], default="quick",
+                       help=f"quick: {len(QUICK)} layers, one per family; full: all (default "
+                            "quick)")
+    bench.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    bench.add_argument("--threads", type=int, default=2,
+                       help="threads for fastconv, BLAS and torch alike (default 2)")
+    bench.add_argument("--filter", default="", help="only layers whose name contains this")
+    bench.add_argument("--layout", choices=["nchw", "nhwc"], default="nchw",
+                       help="memory layout of the arrays (nhwc: channels-last strides)")
+    bench.add_argument("--repeats", type=int, default=5, help="timed rounds (default 5)")
+    bench.add_argument("--no-numpy", action="store_true",
+                       help="skip the NumPy-only baseline (it is slow on large layers)")
+    bench.add_argument("--out", help="write the rows to a .json or .csv file")
+    bench.add_argument("--plot", help="write a PNG chart of the speedups over torch")
+    bench.set_defaults(run=_bench)
     return parser
 
 
