@@ -6,10 +6,11 @@ rotated filter" is col2im's scatter-add.
 """
 
 from . import functional
-from .functional import *  # noqa: F403  (the public functions; their list is functional.__all__)
 from ._threads import get_num_threads, set_num_threads
-from .plan import ConvPlan
+from .functional import *  # noqa: F403  (the public functions; their list is functional.__all__)
+from .plan import ConvPlan, get_workspace_limit, set_workspace_limit
 
 __version__ = "0.1.0"
 
-__all__ = ["ConvPlan", "get_num_threads", "set_num_threads", *functional.__all__]
+__all__ = ["ConvPlan", "get_num_threads", "get_workspace_limit", "set_num_threads",
+           "set_workspace_limit", *functional.__all__]

@@ -356,3 +356,53 @@ def fold_rank(output_size, kernel_size) -> int:
                 raise ValueError(f"col2im supports 1 to 3 spatial dimensions, got {value!r}")
             return len(value)
     return 2
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A piece of a convolution's output that fits in the workspace.
+
+    Either whole outputs of samples ``[first, last)``, or, when one sample's columns
+    exceed the budget, a slab ``[start, stop)`` of one output axis of a single sample.
+    ``window_args`` are the kernel arguments for that piece: a slab is the same window
+    with fewer output positions and its low padding moved by ``start * stride``.
+    """
+
+    first: int
+    last: int
+    axis: int  # 0-2 in the kernels' 3-d view; -1 for whole outputs
+    start: int
+    stop: int
+    window_args: tuple
+
+    @property
+    def columns(self) -> int:
+        """Output positions per sample in this tile."""
+        _, _, _, _, output_size = self.window_args
+        return math.prod(output_size)
+
+
+def plan_tiles(batch: int, window: Window, bytes_per_column: int, budget: int) -> list[Tile]:
+    """Cut ``batch`` samples of ``window``'s output into tiles whose columns take at most
+    ``budget`` bytes (or one output line), where one output position's column takes
+    ``bytes_per_column``."""
+    args = window.kernel_args()
+    per_sample = bytes_per_column * window.output_volume
+    if per_sample <= budget or window.output_volume == 1:
+        step = max(1, budget // per_sample)
+        return [Tile(n, min(n + step, batch), -1, 0, 0, args) for n in range(0, batch, step)]
+    kernel, stride, dilation, pad_low, output_size = args
+    # Slabs cut the first axis longer than one, so that each is contiguous in the output;
+    # the smallest is one line of it, even where that line alone exceeds the budget.
+    axis = next(a for a in range(KERNEL_RANK) if output_size[a] > 1)
+    inner = math.prod(output_size[axis + 1:]) * bytes_per_column
+    step = max(1, budget // inner)
+    tiles = []
+    for n in range(batch):
+        for start in range(0, output_size[axis], step):
+            stop = min(start + step, output_size[axis])
+            size = (*output_size[:axis], stop - start, *output_size[axis + 1:])
+            low = (*pad_low[:axis], pad_low[axis] - start * stride[axis], *pad_low[axis + 1:])
+            tiles.append(Tile(n, n + 1, axis, start, stop,
+                              (kernel, stride, dilation, low, size)))
+    return tiles

@@ -125,12 +125,10 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1) -> np.ndarray:
     window = unfold_window(x.shape[2:], kernel_size, stride=stride, padding=padding,
                            dilation=dilation)
     batch, channels = x.shape[:2]
-    rows = channels * window.kernel_volume
-    cols = np.empty((rows, batch * window.output_volume), x.dtype)
+    cols = np.empty((batch, channels * window.kernel_volume, window.output_volume), x.dtype)
     _kernels.im2col(np.ascontiguousarray(x).reshape(_five_d(x.shape)), window.kernel_args(),
                     cols)
-    cols = cols.reshape(rows, batch, window.output_volume).transpose(1, 0, 2)
-    return np.ascontiguousarray(cols)
+    return cols
 
 
 def col2im(cols, output_size, kernel_size, *, stride=1, padding=0, dilation=1) -> np.ndarray:
@@ -174,10 +172,9 @@ def col2im(cols, output_size, kernel_size, *, stride=1, padding=0, dilation=1) -
             f"{window.kernel_size} and output_size {output_size} (C * prod(kernel_size) rows, "
             f"one column per window position), got shape {cols.shape}"
         )
-    batch, rows, length = cols.shape
-    matrix = np.ascontiguousarray(cols.transpose(1, 0, 2)).reshape(rows, batch * length)
-    images = np.empty((batch, rows // volume, *output_size), cols.dtype)
-    _kernels.col2im(matrix, window.kernel_args(), images.reshape(_five_d(images.shape)))
+    images = np.zeros((cols.shape[0], cols.shape[1] // volume, *output_size), cols.dtype)
+    _kernels.col2im(np.ascontiguousarray(cols), window.kernel_args(),
+                    images.reshape(_five_d(images.shape)))
     return images
 
 

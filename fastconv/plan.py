@@ -1,27 +1,60 @@
 """``ConvPlan``: a convolution descriptor built once, validated once, run many times.
 
 A plan fixes the input shape, weight shape, window parameters and dtype. Its three
-passes are GEMMs around one column matrix ``cols`` of shape ``(C*prod(k), N*L)``
-(``L`` output positions per sample), computed per group ``g``:
+passes are GEMMs around im2col columns ``cols`` (``C*prod(k)`` rows, one column per
+output position), computed per group ``g``:
 
-- forward:          ``y[g]    = W[g] @ cols[g]``
-- backward_weight:  ``dW[g]   = dY[g] @ cols[g].T``
+- forward:          ``y[g]     = W[g] @ cols[g]``
+- backward_weight:  ``dW[g]    = dY[g] @ cols[g].T``
 - backward_input:   ``dcols[g] = W[g].T @ dY[g]``, then ``dX = col2im(dcols)``
 
-``col2im``'s scatter-add is the "full" convolution with the rotated filter that
-the input gradient needs.
+``col2im``'s scatter-add is the "full" convolution with the rotated filter that the
+input gradient needs. The columns are built tile by tile (:func:`plan_tiles`), so the
+workspace stays under a limit and each tile's columns are still in cache when the
+GEMM reads them. A 1x1, stride-1, unpadded convolution needs no columns: the input
+is its own column matrix.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+import sys
 
 import numpy as np
 
 from . import _kernels
 from ._arrays import as_float_array, as_float_dtype, check_array
-from ._geometry import ConvGeometry, conv_geometry, transpose_geometry
+from ._geometry import ConvGeometry, Tile, as_int, conv_geometry, plan_tiles, transpose_geometry
 from ._padding import pad, pad_adjoint
+
+#: Default cap on a plan's workspace, in bytes; see :func:`set_workspace_limit`.
+DEFAULT_WORKSPACE_LIMIT = 128 * 2**20
+#: Columns per tile, in bytes: small enough to stay in the last-level cache between the
+#: im2col kernel that writes them and the GEMM that reads them.
+TILE_BYTES = 4 * 2**20
+
+_workspace_limit = DEFAULT_WORKSPACE_LIMIT
+
+
+def set_workspace_limit(nbytes: int) -> None:
+    """Cap the temporary memory of plans built from now on (default 128 MiB).
+
+    Parameters
+    ----------
+    nbytes : int
+        Positive. A pass then allocates at most about this much besides its result.
+    """
+    global _workspace_limit
+    nbytes = as_int(nbytes, "nbytes")
+    if nbytes <= 0:
+        raise ValueError(f"nbytes must be positive, got {nbytes}")
+    _workspace_limit = nbytes
+
+
+def get_workspace_limit() -> int:
+    """The workspace cap given to plans built without ``workspace_limit``."""
+    return _workspace_limit
 
 
 class ConvPlan:
@@ -43,6 +76,9 @@ class ConvPlan:
         As in :class:`torch.nn.Conv2d`. Default ``"zeros"``.
     dtype : {numpy.float32, numpy.float64}, optional
         Dtype of every array the plan takes and returns. Default float64.
+    workspace_limit : int, optional
+        Cap on the temporary memory of one pass, in bytes. Default
+        :func:`get_workspace_limit` (128 MiB).
 
     Attributes
     ----------
@@ -50,7 +86,8 @@ class ConvPlan:
         The shapes the plan's passes take and return.
     dtype : numpy.dtype
     workspace_nbytes : int
-        Bytes of temporary memory one pass allocates at most, besides its result.
+        Bytes of temporary memory one pass allocates at most, besides its result and
+        besides a contiguous copy of an input that is not C-contiguous.
 
     Examples
     --------
@@ -69,22 +106,22 @@ class ConvPlan:
     """
 
     def __init__(self, input_shape, weight_shape, *, stride=1, padding=0, dilation=1, groups=1,
-                 padding_mode="zeros", dtype=np.float64):
+                 padding_mode="zeros", dtype=np.float64, workspace_limit=None):
         geometry = conv_geometry(input_shape, weight_shape, stride=stride, padding=padding,
                                  dilation=dilation, groups=groups, padding_mode=padding_mode,
                                  input_name="input_shape", weight_name="weight_shape")
-        self._setup(geometry, as_float_dtype(dtype))
+        self._setup(geometry, as_float_dtype(dtype), workspace_limit)
 
     @classmethod
-    def from_geometry(cls, geometry: ConvGeometry, dtype) -> ConvPlan:
+    def from_geometry(cls, geometry: ConvGeometry, dtype, workspace_limit=None) -> ConvPlan:
         """A plan for a geometry already validated by :mod:`fastconv._geometry`."""
         plan = cls.__new__(cls)
-        plan._setup(geometry, as_float_dtype(dtype))
+        plan._setup(geometry, as_float_dtype(dtype), workspace_limit)
         return plan
 
     @classmethod
     def transposed(cls, input_shape, weight_shape, *, stride=1, padding=0, output_padding=0,
-                   groups=1, dilation=1, dtype=np.float64) -> ConvPlan:
+                   groups=1, dilation=1, dtype=np.float64, workspace_limit=None) -> ConvPlan:
         """The plan whose ``backward_input`` is ``conv_transpose`` of ``input_shape``.
 
         ``weight_shape`` is the transposed convolution's ``(in, out // groups, *kernel)``;
@@ -94,28 +131,44 @@ class ConvPlan:
         return cls.from_geometry(
             transpose_geometry(input_shape, weight_shape, stride=stride, padding=padding,
                                output_padding=output_padding, groups=groups, dilation=dilation),
-            dtype,
+            dtype, workspace_limit,
         )
 
-    def _setup(self, geometry: ConvGeometry, dtype: np.dtype) -> None:
+    def _setup(self, geometry: ConvGeometry, dtype: np.dtype, workspace_limit) -> None:
         self.geometry = geometry
         self.dtype = dtype
         self.input_shape = geometry.input_shape
         self.weight_shape = geometry.weight_shape
         self.output_shape = geometry.output_shape
-        window = geometry.window
+        if workspace_limit is None:
+            workspace_limit = get_workspace_limit()
+        elif as_int(workspace_limit, "workspace_limit") <= 0:
+            raise ValueError(f"workspace_limit must be positive, got {workspace_limit}")
+        self.workspace_limit = int(workspace_limit)
+        g = geometry
+        window = g.window
         # Non-zero padding modes pad explicitly; the kernels then see an unpadded window.
-        self._kernel_window = window.without_padding() if geometry.needs_explicit_padding \
-            else window
-        self._window_args = self._kernel_window.kernel_args()
-        self._kernel_input_shape = (geometry.batch, geometry.in_channels,
-                                    *self._kernel_window.input_size)
-        columns = geometry.batch * window.output_volume
-        self._columns = columns
-        padded = math.prod(self._kernel_input_shape) if geometry.needs_explicit_padding else 0
-        self.workspace_nbytes = dtype.itemsize * (
-            geometry.col_rows * columns + geometry.out_channels * columns + padded
-        )
+        kernel_window = window.without_padding() if g.needs_explicit_padding else window
+        self._explicit_padding = g.needs_explicit_padding
+        self._kernel_input_size = kernel_window.input_size
+        self._kernel_spatial = _three_d(kernel_window.input_size)
+        self._output_spatial = _three_d(window.output_size)
+        # A 1x1 window that visits every input position once needs no im2col.
+        self._needs_columns = (window.kernel_volume > 1 or any(s > 1 for s in window.stride)
+                               or window.is_padded or window.input_size != window.output_size)
+        itemsize = dtype.itemsize
+        # Without columns there is nothing to keep in cache or under the limit: one tile.
+        budget = min(self.workspace_limit, TILE_BYTES) if self._needs_columns else sys.maxsize
+        self._tiles = plan_tiles(g.batch, kernel_window, g.col_rows * itemsize, budget)
+        biggest = max(self._tiles, key=lambda t: (t.last - t.first) * t.columns, default=None)
+        tile_columns = 0 if biggest is None else (biggest.last - biggest.first) * biggest.columns
+        samples = max((t.last - t.first for t in self._tiles), default=0)
+        padded_input = (samples * g.in_channels * math.prod(kernel_window.input_size)
+                        if self._explicit_padding else 0)
+        columns = g.col_rows * tile_columns if self._needs_columns else 0
+        # backward_weight also reorders a tile of grad_output to channel-major
+        self.workspace_nbytes = itemsize * (columns + g.out_channels * tile_columns
+                                            + padded_input)
 
     def __repr__(self) -> str:
         g = self.geometry
@@ -134,40 +187,66 @@ class ConvPlan:
 
     # -- building blocks -------------------------------------------------------------
 
-    def _as_kernel_input(self, x: np.ndarray) -> np.ndarray:
-        """``x`` padded as the mode asks, C-contiguous and viewed as 5-d for the kernels."""
-        g = self.geometry
-        if g.needs_explicit_padding:
-            x = pad(x, g.window.pad_low, g.window.pad_high, g.padding_mode)
-        return np.ascontiguousarray(x).reshape(_five_d(self._kernel_input_shape))
+    def _kernel_input(self, x: np.ndarray, tile: Tile) -> np.ndarray:
+        """The tile's samples of ``x``, padded as the mode asks, C-contiguous, 5-d."""
+        x = x[tile.first:tile.last]
+        if self._explicit_padding:
+            w = self.geometry.window
+            x = pad(x, w.pad_low, w.pad_high, self.geometry.padding_mode)
+        return np.ascontiguousarray(x).reshape(*x.shape[:2], *self._kernel_spatial)
 
-    def _im2col(self, x: np.ndarray) -> np.ndarray:
-        cols = np.empty((self.geometry.col_rows, self._columns), self.dtype)
-        _kernels.im2col(self._as_kernel_input(x), self._window_args, cols)
-        return cols
-
-    def _per_group(self, matrix: np.ndarray) -> np.ndarray:
-        """View a ``(rows, columns)`` matrix as ``(groups, rows // groups, columns)``."""
+    def _grouped(self, array: np.ndarray, tile: Tile) -> np.ndarray:
+        """The tile's piece of an ``(N, channels, *out)`` array as a
+        ``(samples, groups, channels // groups, columns)`` view."""
         groups = self.geometry.groups
-        return matrix.reshape(groups, matrix.shape[0] // groups, matrix.shape[1])
+        samples = tile.last - tile.first
+        array = array.reshape(array.shape[0], groups, -1, *self._output_spatial)
+        piece = array[tile.first:tile.last]
+        if tile.axis >= 0:
+            index = [slice(None)] * piece.ndim
+            index[3 + tile.axis] = slice(tile.start, tile.stop)
+            piece = piece[tuple(index)]
+        # On the plan's own C-contiguous results this is a view, as the GEMMs write
+        # into it: tiles cut only the first non-singleton axis. Inputs may be copied.
+        return piece.reshape(samples, groups, piece.shape[2], tile.columns)
 
     def _weight_matrices(self, weight: np.ndarray) -> np.ndarray:
         """``(groups, out // groups, in // groups * prod(k))``."""
-        return np.ascontiguousarray(weight).reshape(self.geometry.groups,
-                                                    self.geometry.out_channels //
-                                                    self.geometry.groups, -1)
-
-    def _channel_major(self, y: np.ndarray) -> np.ndarray:
-        """``(N, K, *out)`` to the ``(K, N*L)`` matrix the GEMMs use."""
         g = self.geometry
-        y = y.reshape(g.batch, g.out_channels, g.window.output_volume)
-        return np.ascontiguousarray(y.transpose(1, 0, 2)).reshape(g.out_channels, self._columns)
+        return np.ascontiguousarray(weight).reshape(g.groups, g.out_channels // g.groups, -1)
 
-    def _batch_major(self, y: np.ndarray) -> np.ndarray:
-        """``(K, N*L)`` back to ``(N, K, *out)``."""
+    def _columns(self, x: np.ndarray, tile: Tile, cols: np.ndarray) -> np.ndarray:
+        """im2col of the tile, ``(samples, groups, rows // groups, columns)``."""
+        source = self._kernel_input(x, tile)
+        samples = tile.last - tile.first
+        groups = self.geometry.groups
+        if not self._needs_columns:
+            return source.reshape(samples, groups, -1, tile.columns)
+        cols = cols[:samples * self.geometry.col_rows * tile.columns]
+        cols = cols.reshape(samples, self.geometry.col_rows, tile.columns)
+        _kernels.im2col(source, tile.window_args, cols)
+        return cols.reshape(samples, groups, -1, tile.columns)
+
+    def _channel_major_columns(self, x: np.ndarray, tile: Tile, cols: np.ndarray) -> np.ndarray:
+        """im2col of the tile as ``(groups, rows // groups, samples * columns)``: the
+        layout in which one GEMM per group reduces over the whole tile."""
+        samples = tile.last - tile.first
         g = self.geometry
-        y = y.reshape(g.out_channels, g.batch, g.window.output_volume).transpose(1, 0, 2)
-        return np.ascontiguousarray(y).reshape(self.output_shape)
+        if not self._needs_columns:
+            source = self._kernel_input(x, tile).reshape(samples, g.col_rows, tile.columns)
+            return np.ascontiguousarray(source.transpose(1, 0, 2)).reshape(g.groups, -1,
+                                                                            samples * tile.columns)
+        cols = cols[:samples * g.col_rows * tile.columns]
+        by_row = cols.reshape(g.col_rows, samples, tile.columns)
+        _kernels.im2col(self._kernel_input(x, tile), tile.window_args, by_row.transpose(1, 0, 2))
+        return cols.reshape(g.groups, -1, samples * tile.columns)
+
+    def _workspace(self) -> np.ndarray:
+        """A flat buffer for the largest tile's columns."""
+        if not self._needs_columns:
+            return np.empty(0, self.dtype)
+        size = max(((t.last - t.first) * t.columns for t in self._tiles), default=0)
+        return np.empty(self.geometry.col_rows * size, self.dtype)
 
     # -- the three passes --------------------------------------------------------------
 
@@ -187,10 +266,11 @@ class ConvPlan:
         weight = self._array(weight, "weight", self.weight_shape)
         if bias is not None:
             bias = self._array(bias, "bias", (self.geometry.out_channels,))
-        cols = self._per_group(self._im2col(x))
-        out = np.empty((self.geometry.out_channels, self._columns), self.dtype)
-        np.matmul(self._weight_matrices(weight), cols, out=self._per_group(out))
-        y = self._batch_major(out)
+        matrices = self._weight_matrices(weight)
+        y = np.empty(self.output_shape, self.dtype)
+        workspace = self._workspace()
+        for tile in self._tiles:
+            np.matmul(matrices, self._columns(x, tile, workspace), out=self._grouped(y, tile))
         if bias is not None:
             y += bias.reshape((-1,) + (1,) * self.geometry.rank)
         return y
@@ -208,14 +288,28 @@ class ConvPlan:
         grad_output = self._array(grad_output, "grad_output", self.output_shape)
         weight = self._array(weight, "weight", self.weight_shape)
         g = self.geometry
-        dy = self._per_group(self._channel_major(grad_output))
-        dcols = np.empty((g.col_rows, self._columns), self.dtype)
-        np.matmul(self._weight_matrices(weight).transpose(0, 2, 1), dy,
-                  out=self._per_group(dcols))
-        dx = np.empty(self._kernel_input_shape, self.dtype)
-        _kernels.col2im(dcols, self._window_args, dx.reshape(_five_d(dx.shape)))
-        if g.needs_explicit_padding:
-            dx = pad_adjoint(dx, g.window.pad_low, g.window.pad_high, g.padding_mode)
+        transposed = self._weight_matrices(weight).transpose(0, 2, 1)
+        dx = np.empty(self.input_shape, self.dtype)
+        if not self._needs_columns:  # dx has the output's spatial shape
+            for tile in self._tiles:
+                np.matmul(transposed, self._grouped(grad_output, tile),
+                          out=self._grouped(dx, tile))
+            return dx
+        workspace = self._workspace()
+        # Slabs of one sample add into the same image: group the tiles by sample range.
+        for (first, last), tiles in itertools.groupby(self._tiles, lambda t: (t.first, t.last)):
+            padded = np.zeros((last - first, g.in_channels, *self._kernel_spatial), self.dtype)
+            for tile in tiles:
+                samples = tile.last - tile.first
+                dcols = workspace[:samples * g.col_rows * tile.columns]
+                dcols = dcols.reshape(samples, g.col_rows, tile.columns)
+                np.matmul(transposed, self._grouped(grad_output, tile),
+                          out=dcols.reshape(samples, g.groups, -1, tile.columns))
+                _kernels.col2im(dcols, tile.window_args, padded)
+            padded = padded.reshape(last - first, g.in_channels, *self._kernel_input_size)
+            if self._explicit_padding:
+                padded = pad_adjoint(padded, g.window.pad_low, g.window.pad_high, g.padding_mode)
+            dx[first:last] = padded
         return dx
 
     def backward_weight(self, grad_output, x) -> np.ndarray:
@@ -230,9 +324,18 @@ class ConvPlan:
         """
         grad_output = self._array(grad_output, "grad_output", self.output_shape)
         x = self._array(x, "x", self.input_shape)
-        cols = self._per_group(self._im2col(x))
-        dy = self._per_group(self._channel_major(grad_output))
-        return np.matmul(dy, cols.transpose(0, 2, 1)).reshape(self.weight_shape)
+        g = self.geometry
+        dw = np.zeros((g.groups, g.out_channels // g.groups, g.col_rows // g.groups), self.dtype)
+        workspace = self._workspace()
+        partial = np.empty_like(dw)
+        for tile in self._tiles:
+            samples = tile.last - tile.first
+            cols = self._channel_major_columns(x, tile, workspace)
+            dy = self._grouped(grad_output, tile).transpose(1, 2, 0, 3)
+            dy = np.ascontiguousarray(dy).reshape(g.groups, -1, samples * tile.columns)
+            np.matmul(dy, cols.transpose(0, 2, 1), out=partial)
+            dw += partial
+        return dw.reshape(self.weight_shape)
 
     def backward_bias(self, grad_output) -> np.ndarray:
         """Gradient of the loss with respect to ``bias``: ``grad_output`` summed over all
@@ -241,6 +344,11 @@ class ConvPlan:
         return grad_output.sum(axis=(0, *range(2, grad_output.ndim)))
 
 
+def _three_d(size) -> tuple[int, ...]:
+    """A spatial size with singleton dimensions prepended up to three."""
+    return (1,) * (3 - len(size)) + tuple(size)
+
+
 def _five_d(shape) -> tuple[int, ...]:
     """``(N, C, *spatial)`` with singleton spatial dimensions prepended up to three."""
-    return (*shape[:2], *(1,) * (5 - len(shape)), *shape[2:])
+    return (*shape[:2], *_three_d(shape[2:]))

@@ -84,4 +84,4 @@ def test_bounds_checking_turns_a_bad_buffer_into_index_error():
     # Without the validation in front of the kernels, a wrong buffer size is an
     # out-of-bounds access; bounds checking raises instead of writing past the buffer.
     with pytest.raises(IndexError):
-        _kernels.im2col(x, window, np.zeros((9, 3)))
+        _kernels.im2col(x, window, np.zeros((1, 9, 3)))

@@ -75,3 +75,51 @@ def test_repr_names_the_geometry():
 @pytest.mark.parametrize("dtype", ["float32", np.float64, np.dtype("float32")])
 def test_dtype_accepts_what_numpy_accepts(dtype):
     assert ConvPlan((1, 1, 4), (1, 1, 2), dtype=dtype).dtype == np.dtype(dtype)
+
+
+TILING_CASES = [
+    ((5, 4, 9, 8), (6, 2, 3, 3), {"padding": 1, "groups": 2}),
+    ((3, 4, 11), (6, 4, 3), {"stride": 2, "padding": 2, "padding_mode": "reflect"}),
+    ((2, 2, 5, 6, 7), (3, 2, 2, 3, 2), {"padding": "same", "dilation": 2}),
+    ((3, 4, 6, 7), (8, 4, 1, 1), {}),  # 1x1: no columns at all
+    ((2, 3, 7, 7), (4, 3, 3, 3), {"stride": 2, "padding": 1, "padding_mode": "circular"}),
+]
+
+
+@pytest.mark.parametrize("limit", [1, 600, 2000], ids=["slabs", "small", "samples"])
+@pytest.mark.parametrize("case", range(len(TILING_CASES)))
+def test_tiles_under_a_workspace_limit_give_the_same_results(case, limit):
+    """A tiny limit forces slabs of single samples; a larger one groups samples."""
+    input_shape, weight_shape, params = TILING_CASES[case]
+    whole = ConvPlan(input_shape, weight_shape, **params)
+    tiled = ConvPlan(input_shape, weight_shape, workspace_limit=limit, **params)
+    rng = np.random.default_rng(case)
+    x, w = random(rng, input_shape), random(rng, weight_shape)
+    dy = random(rng, whole.output_shape)
+    np.testing.assert_allclose(tiled.forward(x, w), whole.forward(x, w), rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(tiled.backward_input(dy, w), whole.backward_input(dy, w),
+                               rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(tiled.backward_weight(dy, x), whole.backward_weight(dy, x),
+                               rtol=1e-13, atol=1e-13)
+
+
+def test_workspace_stays_under_the_limit():
+    limit = 64 * 2**10
+    plan = ConvPlan((8, 16, 32, 32), (16, 16, 3, 3), padding=1, dtype=np.float32,
+                    workspace_limit=limit)
+    assert plan.workspace_nbytes <= limit + 16 * 32 * 4 * 16  # one slab of grad_output
+    unlimited = ConvPlan((8, 16, 32, 32), (16, 16, 3, 3), padding=1, dtype=np.float32)
+    assert plan.workspace_nbytes < unlimited.workspace_nbytes
+
+
+def test_workspace_limit_setting():
+    default = fastconv.get_workspace_limit()
+    try:
+        fastconv.set_workspace_limit(2**20)
+        assert ConvPlan((1, 1, 8), (1, 1, 3)).workspace_limit == 2**20
+        with pytest.raises(ValueError, match="nbytes must be positive, got 0"):
+            fastconv.set_workspace_limit(0)
+        with pytest.raises(ValueError, match="workspace_limit must be positive, got -5"):
+            ConvPlan((1, 1, 8), (1, 1, 3), workspace_limit=-5)
+    finally:
+        fastconv.set_workspace_limit(default)

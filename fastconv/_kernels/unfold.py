@@ -2,10 +2,10 @@
 
 Both kernels see every problem as 3-d: ``x`` is ``(N, C, D, H, W)`` and the window
 tuples are ``(depth, height, width)``, with singleton leading dimensions for ranks 1
-and 2. The column matrix is ``(C * kd * kh * kw, N * L)`` with ``L = od * oh * ow``:
-row ``(c, i, j, k)`` holds, for every sample and output position, the input element
-that kernel offset ``(i, j, k)`` of channel ``c`` sees, or zero in the padding.
-Rows are ordered channel-major, as ``torch.nn.functional.unfold`` orders them.
+and 2. The columns are ``(N, C * kd * kh * kw, L)`` with ``L = od * oh * ow``, the
+layout of ``torch.nn.functional.unfold``: row ``(c, i, j, k)`` of sample ``n`` holds,
+for every output position, the input element that kernel offset ``(i, j, k)`` of
+channel ``c`` sees, or zero in the padding.
 
 Zero padding is implicit: positions outside the input are skipped by index ranges
 computed once per kernel offset, so no branch runs per element.
@@ -49,54 +49,49 @@ def im2col(x, kernel, stride, dilation, pad_low, output_size, cols):
     batch, channels, depth, height, width = x.shape
     od, oh, ow = output_size
     sd, sh, sw = stride
-    length = od * oh * ow
     volume = kernel[0] * kernel[1] * kernel[2]
-    for row in prange(channels * volume):
-        c = row // volume
+    rows = channels * volume
+    for task in prange(batch * rows):
+        n = task // rows
+        row = task % rows
         d_lo, d_hi, h_lo, h_hi, w_lo, w_hi, z0, y0, x0 = _offset_spans(
             row % volume, kernel, stride, dilation, pad_low, (depth, height, width), output_size
         )
-        for n in range(batch):
-            for a in range(od):
-                for b in range(oh):
-                    line = n * length + (a * oh + b) * ow
-                    if d_lo <= a < d_hi and h_lo <= b < h_hi:
-                        z = a * sd + z0
-                        y = b * sh + y0
-                        for q in range(w_lo):
-                            cols[row, line + q] = 0
-                        for q in range(w_lo, w_hi):
-                            cols[row, line + q] = x[n, c, z, y, q * sw + x0]
-                        for q in range(w_hi, ow):
-                            cols[row, line + q] = 0
-                    else:
-                        for q in range(ow):
-                            cols[row, line + q] = 0
+        image = x[n, row // volume]
+        line = cols[n, row]
+        for a in range(od):
+            for b in range(oh):
+                start = (a * oh + b) * ow
+                if d_lo <= a < d_hi and h_lo <= b < h_hi:
+                    source = image[a * sd + z0, b * sh + y0]
+                    line[start:start + w_lo] = 0
+                    for q in range(w_lo, w_hi):
+                        line[start + q] = source[q * sw + x0]
+                    line[start + w_hi:start + ow] = 0
+                else:
+                    line[start:start + ow] = 0
 
 
 @jit(parallel=True)
 def col2im(cols, kernel, stride, dilation, pad_low, output_size, x):
-    # Each (sample, channel) image is written by one iteration only, so the
-    # scatter-add has no races.
+    # Adds into x. Each (sample, channel) image is written by one iteration only,
+    # so the scatter-add has no races.
     batch, channels, depth, height, width = x.shape
-    od, oh, ow = output_size
+    _, oh, ow = output_size
     sd, sh, sw = stride
-    length = od * oh * ow
     volume = kernel[0] * kernel[1] * kernel[2]
     for task in prange(batch * channels):
         n = task // channels
         c = task % channels
         image = x[n, c]
-        image[:] = 0
         for offset in range(volume):
-            row = c * volume + offset
+            line = cols[n, c * volume + offset]
             d_lo, d_hi, h_lo, h_hi, w_lo, w_hi, z0, y0, x0 = _offset_spans(
                 offset, kernel, stride, dilation, pad_low, (depth, height, width), output_size
             )
             for a in range(d_lo, d_hi):
-                z = a * sd + z0
                 for b in range(h_lo, h_hi):
-                    y = b * sh + y0
-                    line = n * length + (a * oh + b) * ow
+                    target = image[a * sd + z0, b * sh + y0]
+                    start = (a * oh + b) * ow
                     for q in range(w_lo, w_hi):
-                        image[z, y, q * sw + x0] += cols[row, line + q]
+                        target[q * sw + x0] += line[start + q]
