@@ -79,12 +79,18 @@ class ConvPlan:
     workspace_limit : int, optional
         Cap on the temporary memory of one pass, in bytes. Default
         :func:`get_workspace_limit` (128 MiB).
+    algorithm : {"auto", "gemm", "direct"}, optional
+        ``"gemm"``: im2col and BLAS GEMMs. ``"direct"``: Numba kernels that convolve each
+        channel directly, for one input channel per group (depthwise). ``"auto"``
+        (default) takes ``"direct"`` wherever it applies.
 
     Attributes
     ----------
     input_shape, weight_shape, output_shape : tuple of int
         The shapes the plan's passes take and return.
     dtype : numpy.dtype
+    algorithm : str
+        The algorithm chosen, ``"gemm"`` or ``"direct"``.
     workspace_nbytes : int
         Bytes of temporary memory one pass allocates at most, besides its result and
         besides a contiguous copy of an input that is not C-contiguous.
@@ -106,22 +112,24 @@ class ConvPlan:
     """
 
     def __init__(self, input_shape, weight_shape, *, stride=1, padding=0, dilation=1, groups=1,
-                 padding_mode="zeros", dtype=np.float64, workspace_limit=None):
+                 padding_mode="zeros", dtype=np.float64, workspace_limit=None, algorithm="auto"):
         geometry = conv_geometry(input_shape, weight_shape, stride=stride, padding=padding,
                                  dilation=dilation, groups=groups, padding_mode=padding_mode,
                                  input_name="input_shape", weight_name="weight_shape")
-        self._setup(geometry, as_float_dtype(dtype), workspace_limit)
+        self._setup(geometry, as_float_dtype(dtype), workspace_limit, algorithm)
 
     @classmethod
-    def from_geometry(cls, geometry: ConvGeometry, dtype, workspace_limit=None) -> ConvPlan:
+    def from_geometry(cls, geometry: ConvGeometry, dtype, workspace_limit=None,
+                      algorithm="auto") -> ConvPlan:
         """A plan for a geometry already validated by :mod:`fastconv._geometry`."""
         plan = cls.__new__(cls)
-        plan._setup(geometry, as_float_dtype(dtype), workspace_limit)
+        plan._setup(geometry, as_float_dtype(dtype), workspace_limit, algorithm)
         return plan
 
     @classmethod
     def transposed(cls, input_shape, weight_shape, *, stride=1, padding=0, output_padding=0,
-                   groups=1, dilation=1, dtype=np.float64, workspace_limit=None) -> ConvPlan:
+                   groups=1, dilation=1, dtype=np.float64, workspace_limit=None,
+                   algorithm="auto") -> ConvPlan:
         """The plan whose ``backward_input`` is ``conv_transpose`` of ``input_shape``.
 
         ``weight_shape`` is the transposed convolution's ``(in, out // groups, *kernel)``;
@@ -131,10 +139,10 @@ class ConvPlan:
         return cls.from_geometry(
             transpose_geometry(input_shape, weight_shape, stride=stride, padding=padding,
                                output_padding=output_padding, groups=groups, dilation=dilation),
-            dtype, workspace_limit,
+            dtype, workspace_limit, algorithm,
         )
 
-    def _setup(self, geometry: ConvGeometry, dtype: np.dtype, workspace_limit) -> None:
+    def _setup(self, geometry: ConvGeometry, dtype: np.dtype, workspace_limit, algorithm) -> None:
         self.geometry = geometry
         self.dtype = dtype
         self.input_shape = geometry.input_shape
@@ -153,9 +161,12 @@ class ConvPlan:
         self._kernel_input_size = kernel_window.input_size
         self._kernel_spatial = _three_d(kernel_window.input_size)
         self._output_spatial = _three_d(window.output_size)
-        # A 1x1 window that visits every input position once needs no im2col.
-        self._needs_columns = (window.kernel_volume > 1 or any(s > 1 for s in window.stride)
-                               or window.is_padded or window.input_size != window.output_size)
+        self.algorithm = _choose_algorithm(algorithm, g)
+        # A 1x1 window that visits every input position once needs no im2col, and the
+        # direct kernels need none at all.
+        self._needs_columns = self.algorithm == "gemm" and (
+            window.kernel_volume > 1 or any(s > 1 for s in window.stride)
+            or window.is_padded or window.input_size != window.output_size)
         itemsize = dtype.itemsize
         # Without columns there is nothing to keep in cache or under the limit: one tile.
         budget = min(self.workspace_limit, TILE_BYTES) if self._needs_columns else sys.maxsize
@@ -166,9 +177,9 @@ class ConvPlan:
         padded_input = (samples * g.in_channels * math.prod(kernel_window.input_size)
                         if self._explicit_padding else 0)
         columns = g.col_rows * tile_columns if self._needs_columns else 0
-        # backward_weight also reorders a tile of grad_output to channel-major
-        self.workspace_nbytes = itemsize * (columns + g.out_channels * tile_columns
-                                            + padded_input)
+        # backward_weight's GEMM also reorders a tile of grad_output to channel-major
+        reordered = g.out_channels * tile_columns if self.algorithm == "gemm" else 0
+        self.workspace_nbytes = itemsize * (columns + reordered + padded_input)
 
     def __repr__(self) -> str:
         g = self.geometry
@@ -266,11 +277,17 @@ class ConvPlan:
         weight = self._array(weight, "weight", self.weight_shape)
         if bias is not None:
             bias = self._array(bias, "bias", (self.geometry.out_channels,))
-        matrices = self._weight_matrices(weight)
         y = np.empty(self.output_shape, self.dtype)
-        workspace = self._workspace()
-        for tile in self._tiles:
-            np.matmul(matrices, self._columns(x, tile, workspace), out=self._grouped(y, tile))
+        if self.algorithm == "direct":
+            for tile in self._tiles:  # one tile: the whole batch
+                _kernels.depthwise_forward(self._kernel_input(x, tile), self._flat(weight),
+                                           tile.window_args, self._five_d_view(y))
+        else:
+            matrices = self._weight_matrices(weight)
+            workspace = self._workspace()
+            for tile in self._tiles:
+                np.matmul(matrices, self._columns(x, tile, workspace),
+                          out=self._grouped(y, tile))
         if bias is not None:
             y += bias.reshape((-1,) + (1,) * self.geometry.rank)
         return y
@@ -288,6 +305,8 @@ class ConvPlan:
         grad_output = self._array(grad_output, "grad_output", self.output_shape)
         weight = self._array(weight, "weight", self.weight_shape)
         g = self.geometry
+        if self.algorithm == "direct":
+            return self._direct_backward_input(grad_output, weight)
         transposed = self._weight_matrices(weight).transpose(0, 2, 1)
         dx = np.empty(self.input_shape, self.dtype)
         if not self._needs_columns:  # dx has the output's spatial shape
@@ -325,6 +344,13 @@ class ConvPlan:
         grad_output = self._array(grad_output, "grad_output", self.output_shape)
         x = self._array(x, "x", self.input_shape)
         g = self.geometry
+        if self.algorithm == "direct":
+            dw = np.zeros((g.out_channels, g.window.kernel_volume), self.dtype)
+            for tile in self._tiles:  # one tile: the whole batch
+                _kernels.depthwise_backward_weight(
+                    self._five_d_view(np.ascontiguousarray(grad_output)),
+                    self._kernel_input(x, tile), tile.window_args, dw)
+            return dw.reshape(self.weight_shape)
         dw = np.zeros((g.groups, g.out_channels // g.groups, g.col_rows // g.groups), self.dtype)
         workspace = self._workspace()
         partial = np.empty_like(dw)
@@ -337,11 +363,48 @@ class ConvPlan:
             dw += partial
         return dw.reshape(self.weight_shape)
 
+    def _direct_backward_input(self, grad_output, weight) -> np.ndarray:
+        g = self.geometry
+        dx = np.empty((g.batch, g.in_channels, *self._kernel_input_size), self.dtype)
+        for tile in self._tiles:  # one tile: the whole batch
+            _kernels.depthwise_backward_input(
+                self._five_d_view(np.ascontiguousarray(grad_output)), self._flat(weight),
+                tile.window_args, dx.reshape(*dx.shape[:2], *self._kernel_spatial))
+        if self._explicit_padding:
+            dx = pad_adjoint(dx, g.window.pad_low, g.window.pad_high, g.padding_mode)
+        return dx
+
+    def _flat(self, weight: np.ndarray) -> np.ndarray:
+        """``(out_channels, prod(kernel))``: a depthwise weight as the kernels take it."""
+        return np.ascontiguousarray(weight).reshape(self.geometry.out_channels, -1)
+
+    def _five_d_view(self, output: np.ndarray) -> np.ndarray:
+        """A C-contiguous ``(N, K, *out)`` array as ``(N, K, od, oh, ow)``."""
+        return output.reshape(*output.shape[:2], *self._output_spatial)
+
     def backward_bias(self, grad_output) -> np.ndarray:
         """Gradient of the loss with respect to ``bias``: ``grad_output`` summed over all
         but the channel axis."""
         grad_output = self._array(grad_output, "grad_output", self.output_shape)
         return grad_output.sum(axis=(0, *range(2, grad_output.ndim)))
+
+
+ALGORITHMS = ("auto", "gemm", "direct")
+
+
+def _choose_algorithm(requested, geometry: ConvGeometry) -> str:
+    """The plan's algorithm: ``direct`` where each group has one input channel."""
+    if requested not in ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {requested!r}")
+    depthwise = geometry.in_channels == geometry.groups
+    if requested == "direct" and not depthwise:
+        raise ValueError(
+            "algorithm='direct' needs one input channel per group (groups == in_channels), "
+            f"got {geometry.in_channels} channels in {geometry.groups} groups"
+        )
+    if requested == "auto":
+        return "direct" if depthwise else "gemm"
+    return requested
 
 
 def _three_d(size) -> tuple[int, ...]:

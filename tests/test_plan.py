@@ -123,3 +123,37 @@ def test_workspace_limit_setting():
             ConvPlan((1, 1, 8), (1, 1, 3), workspace_limit=-5)
     finally:
         fastconv.set_workspace_limit(default)
+
+
+DEPTHWISE_CASES = [
+    ((2, 4, 9, 8), (8, 1, 3, 3), {"padding": 1, "groups": 4}),
+    ((2, 3, 12), (3, 1, 4), {"stride": 2, "padding": 3, "dilation": 2, "groups": 3,
+                             "padding_mode": "reflect"}),
+    ((1, 2, 5, 6, 7), (4, 1, 3, 2, 3), {"stride": (1, 2, 3), "padding": (1, 0, 2), "groups": 2}),
+    ((3, 1, 10, 10), (6, 1, 5, 5), {"padding": 2}),  # one input channel: LeNet's first layer
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", range(len(DEPTHWISE_CASES)))
+def test_direct_depthwise_kernels_equal_the_gemm_path(case, dtype):
+    input_shape, weight_shape, params = DEPTHWISE_CASES[case]
+    direct = ConvPlan(input_shape, weight_shape, dtype=dtype, **params)
+    gemm = ConvPlan(input_shape, weight_shape, dtype=dtype, algorithm="gemm", **params)
+    assert direct.algorithm == "direct"
+    assert gemm.algorithm == "gemm"
+    rng = np.random.default_rng(case)
+    x, w = random(rng, input_shape, dtype), random(rng, weight_shape, dtype)
+    dy = random(rng, direct.output_shape, dtype)
+    tol = {"rtol": 1e-5, "atol": 1e-5} if dtype == np.float32 else {"rtol": 1e-12, "atol": 1e-12}
+    np.testing.assert_allclose(direct.forward(x, w), gemm.forward(x, w), **tol)
+    np.testing.assert_allclose(direct.backward_input(dy, w), gemm.backward_input(dy, w), **tol)
+    np.testing.assert_allclose(direct.backward_weight(dy, x), gemm.backward_weight(dy, x), **tol)
+
+
+def test_algorithm_argument():
+    with pytest.raises(ValueError, match="algorithm must be one of"):
+        ConvPlan((1, 2, 8), (2, 1, 3), groups=2, algorithm="winograd")
+    with pytest.raises(ValueError, match="algorithm='direct' needs one input channel per group"):
+        ConvPlan((1, 4, 8), (2, 2, 3), groups=2, algorithm="direct")
+    assert ConvPlan((1, 4, 8), (2, 2, 3), groups=2).algorithm == "gemm"

@@ -65,8 +65,11 @@ def im2col(x, kernel, stride, dilation, pad_low, output_size, cols):
                 if d_lo <= a < d_hi and h_lo <= b < h_hi:
                     source = image[a * sd + z0, b * sh + y0]
                     line[start:start + w_lo] = 0
-                    for q in range(w_lo, w_hi):
-                        line[start + q] = source[q * sw + x0]
+                    if sw == 1:  # a contiguous run: a vectorised copy
+                        line[start + w_lo:start + w_hi] = source[w_lo + x0:w_hi + x0]
+                    else:
+                        for q in range(w_lo, w_hi):
+                            line[start + q] = source[q * sw + x0]
                     line[start + w_hi:start + ow] = 0
                 else:
                     line[start:start + ow] = 0
@@ -93,5 +96,8 @@ def col2im(cols, kernel, stride, dilation, pad_low, output_size, x):
                 for b in range(h_lo, h_hi):
                     target = image[a * sd + z0, b * sh + y0]
                     start = (a * oh + b) * ow
-                    for q in range(w_lo, w_hi):
-                        target[q * sw + x0] += line[start + q]
+                    if sw == 1:
+                        target[w_lo + x0:w_hi + x0] += line[start + w_lo:start + w_hi]
+                    else:
+                        for q in range(w_lo, w_hi):
+                            target[q * sw + x0] += line[start + q]
