@@ -1,27 +1,18 @@
-"""Direct kernels for depthwise convolutions (groups == input channels).
+"""Direct kernels for depthwise convolutions (one input channel per group).
 
 With one input channel per group, the im2col GEMMs degenerate into matrix-vector
 products, so these kernels convolve each channel directly instead. Arrays are 5-d
 ``(N, C, D, H, W)`` as in :mod:`.unfold`; the weight is ``(K, volume)`` with
 ``K = C * multiplier``: output channel ``k`` reads input channel ``k // multiplier``.
-Zero padding is implicit, through the same spans as im2col's.
+Zero padding is implicit, through the same spans as im2col's. Inner loops run over
+1-d slices, a form LLVM vectorises.
 """
 
+import numpy as np
 from numba import prange
 
 from .._config import jit
 from .unfold import _offset_spans
-
-
-@jit(inline=True)
-def _axpy(alpha, source, s0, s_step, target, t0, t_step, count):
-    """``target[t0 + q * t_step] += alpha * source[s0 + q * s_step]`` for ``q < count``."""
-    if s_step == 1 and t_step == 1:  # the common case, as a loop LLVM vectorises
-        for q in range(count):
-            target[t0 + q] += alpha * source[s0 + q]
-    else:
-        for q in range(count):
-            target[t0 + q * t_step] += alpha * source[s0 + q * s_step]
 
 
 @jit(parallel=True)
@@ -42,10 +33,18 @@ def forward(x, weight, kernel, stride, dilation, pad_low, output_size, y):
             d_lo, d_hi, h_lo, h_hi, w_lo, w_hi, z0, y0, x0 = _offset_spans(
                 offset, kernel, stride, dilation, pad_low, (depth, height, width), output_size)
             alpha = weight[k, offset]
+            count = w_hi - w_lo
+            s0 = w_lo * sw + x0
             for a in range(d_lo, d_hi):
                 for b in range(h_lo, h_hi):
-                    _axpy(alpha, image[a * sd + z0, b * sh + y0], w_lo * sw + x0, sw,
-                          out[a, b], w_lo, 1, w_hi - w_lo)
+                    target = out[a, b, w_lo:w_hi]
+                    source = image[a * sd + z0, b * sh + y0, s0:s0 + (count - 1) * sw + 1]
+                    if sw == 1:  # unit stride: the loop LLVM vectorises
+                        for q in range(count):
+                            target[q] += alpha * source[q]
+                    else:
+                        for q in range(count):
+                            target[q] += alpha * source[q * sw]
 
 
 @jit(parallel=True)
@@ -67,10 +66,18 @@ def backward_input(grad_output, weight, kernel, stride, dilation, pad_low, outpu
                     offset, kernel, stride, dilation, pad_low, (depth, height, width),
                     output_size)
                 alpha = weight[k, offset]
+                count = w_hi - w_lo
+                t0 = w_lo * sw + x0
                 for a in range(d_lo, d_hi):
                     for b in range(h_lo, h_hi):
-                        _axpy(alpha, grad[a, b], w_lo, 1, image[a * sd + z0, b * sh + y0],
-                              w_lo * sw + x0, sw, w_hi - w_lo)
+                        target = image[a * sd + z0, b * sh + y0, t0:t0 + (count - 1) * sw + 1]
+                        source = grad[a, b, w_lo:w_hi]
+                        if sw == 1:
+                            for q in range(count):
+                                target[q] += alpha * source[q]
+                        else:
+                            for q in range(count):
+                                target[q * sw] += alpha * source[q]
 
 
 @jit(parallel=True)
@@ -80,20 +87,30 @@ def backward_weight(grad_output, x, kernel, stride, dilation, pad_low, output_si
     out_channels = grad_output.shape[1]
     multiplier = out_channels // channels
     sd, sh, sw = stride
+    ow = output_size[2]
     volume = kernel[0] * kernel[1] * kernel[2]
     for k in prange(out_channels):
         c = k // multiplier
+        # Products are summed lane-wise over output columns first, which vectorises,
+        # then across the lanes.
+        lanes = np.zeros(ow, dw.dtype)
         for offset in range(volume):
             d_lo, d_hi, h_lo, h_hi, w_lo, w_hi, z0, y0, x0 = _offset_spans(
                 offset, kernel, stride, dilation, pad_low, (depth, height, width), output_size)
-            total = 0.0
+            count = w_hi - w_lo
+            s0 = w_lo * sw + x0
+            lanes[:] = 0
             for n in range(batch):
                 grad = grad_output[n, k]
                 image = x[n, c]
                 for a in range(d_lo, d_hi):
                     for b in range(h_lo, h_hi):
-                        row = image[a * sd + z0, b * sh + y0]
-                        line = grad[a, b]
-                        for q in range(w_lo, w_hi):
-                            total += line[q] * row[q * sw + x0]
-            dw[k, offset] = total
+                        line = grad[a, b, w_lo:w_hi]
+                        row = image[a * sd + z0, b * sh + y0, s0:s0 + (count - 1) * sw + 1]
+                        if sw == 1:
+                            for q in range(count):
+                                lanes[q] += line[q] * row[q]
+                        else:
+                            for q in range(count):
+                                lanes[q] += line[q] * row[q * sw]
+            dw[k, offset] = lanes.sum()
