@@ -1,0 +1,51 @@
+"""Compile every kernel ahead of first use."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .plan import ConvPlan
+
+# One small problem per code path: the im2col GEMM path (its two column layouts, with
+# and without explicit padding), the 1x1 path and the depthwise kernels.
+_PROBLEMS = (
+    ((1, 2, 5, 5), (2, 2, 3, 3), {"padding": 1}),
+    ((1, 2, 5, 5), (2, 2, 3, 3), {"padding": 1, "padding_mode": "reflect"}),
+    ((1, 2, 5, 5), (2, 2, 1, 1), {}),
+    ((1, 2, 5, 5), (2, 1, 3, 3), {"padding": 1, "groups": 2}),
+)
+
+
+def warmup(dtypes=(np.float32, np.float64)) -> float:
+    """Compile (or load from the disk cache) every kernel for ``dtypes``.
+
+    Numba compiles a kernel on its first call; calling this at start-up moves that
+    cost out of the first training step.
+
+    Parameters
+    ----------
+    dtypes : sequence of dtype, optional
+        Default: float32 and float64.
+
+    Returns
+    -------
+    float
+        Seconds it took.
+
+    Examples
+    --------
+    >>> import fastconv
+    >>> seconds = fastconv.warmup()
+    """
+    start = time.perf_counter()
+    for dtype in dtypes:
+        for input_shape, weight_shape, params in _PROBLEMS:
+            plan = ConvPlan(input_shape, weight_shape, dtype=dtype, **params)
+            x = np.ones(plan.input_shape, dtype)
+            w = np.ones(plan.weight_shape, dtype)
+            y = plan.forward(x, w)
+            plan.backward_input(y, w)
+            plan.backward_weight(y, x)
+    return time.perf_counter() - start

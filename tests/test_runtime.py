@@ -1,0 +1,126 @@
+"""The runtime: threads, fork, the kernel cache, warm-up (fastconv._config, _threads)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import subprocess
+import sys
+import textwrap
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv import _threads
+
+from .oracle import random
+
+PARAMS = {"stride": 2, "padding": 1, "groups": 2}
+
+
+def _problem(seed):
+    rng = np.random.default_rng(seed)
+    x = random(rng, (3, 4, 12, 12), np.float32)
+    w = random(rng, (6, 2, 3, 3), np.float32)
+    return x, w
+
+
+def _passes(x, w):
+    y = fastconv.conv(x, w, **PARAMS)
+    return (y, fastconv.conv_backward_input(y, w, x.shape, **PARAMS),
+            fastconv.conv_backward_weight(y, x, w.shape, **PARAMS),
+            fastconv.conv(x[:, :2], w[:2, :1], groups=2))  # the depthwise kernels too
+
+
+def test_eight_python_threads_get_the_serial_answers():
+    problems = [_problem(seed) for seed in range(8)]
+    expected = [_passes(x, w) for x, w in problems]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for _ in range(3):
+            results = list(pool.map(lambda p: _passes(*p), problems))
+            for got, want in zip(results, expected):
+                for g, e in zip(got, want):
+                    np.testing.assert_array_equal(g, e)
+
+
+def _child(queue):
+    x, w = _problem(0)
+    queue.put(_passes(x, w)[0])
+
+
+def test_forked_child_runs_after_the_parent_ran_parallel_kernels():
+    x, w = _problem(0)
+    expected = _passes(x, w)[0]  # the parent's thread pool is started
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_child, args=(queue,))
+    child.start()
+    got = queue.get(timeout=120)
+    child.join(timeout=120)
+    assert child.exitcode == 0
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_without_a_writable_cache_location_fastconv_warns_and_runs():
+    """Numba raises at import when no cache location is writable; fastconv compiles in
+    memory instead. The child may only cache under a directory that cannot exist."""
+    script = textwrap.dedent("""
+        import warnings
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            import numpy as np
+            import fastconv
+        print(any("will not be cached" in str(w.message) for w in caught))
+        print(fastconv.conv(np.ones((1, 1, 5)), np.ones((1, 1, 3)))[0, 0].tolist())
+    """)
+    env = dict(os.environ, NUMBA_CACHE_DIR="/dev/null/cache",
+               NUMBA_CACHE_LOCATOR_CLASSES="UserProvidedCacheLocator")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env=env, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:2] == ["True", "[3.0, 3.0, 3.0]"]
+
+
+def test_the_cache_can_be_switched_off():
+    script = "import fastconv._config as c; print(c.CACHE_ENABLED)"
+    env = dict(os.environ, FASTCONV_DISABLE_CACHE="1")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env=env, timeout=300, check=True)
+    assert result.stdout.strip() == "False"
+
+
+def test_threading_layer_is_fork_safe_unless_chosen_by_the_user():
+    if os.environ.get("NUMBA_THREADING_LAYER"):
+        assert numba.config.THREADING_LAYER == os.environ["NUMBA_THREADING_LAYER"]
+    else:
+        assert numba.config.THREADING_LAYER == "workqueue"
+
+
+def test_set_num_threads_sets_numba_and_blas_together():
+    before = fastconv.get_num_threads()
+    try:
+        fastconv.set_num_threads(1)
+        assert numba.get_num_threads() == 1
+        assert _threads.blas_threads() in (1, None)
+        x, w = _problem(1)
+        one_thread = _passes(x, w)
+        fastconv.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        assert numba.get_num_threads() == numba.config.NUMBA_NUM_THREADS
+        for a, b in zip(one_thread, _passes(x, w)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    finally:
+        fastconv.set_num_threads(before)
+
+
+@pytest.mark.parametrize(("value", "error"), [(0, ValueError), (10**6, ValueError),
+                                              (1.5, TypeError), (True, TypeError)])
+def test_set_num_threads_rejects_bad_counts(value, error):
+    with pytest.raises(error, match="n must be"):
+        fastconv.set_num_threads(value)
+
+
+def test_warmup_compiles_every_path():
+    assert fastconv.warmup(dtypes=(np.float64,)) >= 0.0
