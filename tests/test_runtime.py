@@ -94,7 +94,7 @@ def test_the_cache_can_be_switched_off():
 
 def test_threading_layer_is_fork_safe_unless_chosen_by_the_user():
     if os.environ.get("NUMBA_THREADING_LAYER"):
-        assert numba.config.THREADING_LAYER == os.environ["NUMBA_THREADING_LAYER"]
+        assert os.environ["NUMBA_THREADING_LAYER"] == numba.config.THREADING_LAYER
     else:
         assert numba.config.THREADING_LAYER == "workqueue"
 
