@@ -10,8 +10,7 @@ output position), computed per group ``g``:
 
 ``col2im``'s scatter-add is the "full" convolution with the rotated filter that the
 input gradient needs. The columns are built tile by tile (:func:`plan_tiles`), so the
-workspace stays under a limit and each tile's columns are still in cache when the
-GEMM reads them. A 1x1, stride-1, unpadded convolution needs no columns: the input
+workspace stays under a limit. A 1x1, stride-1, unpadded convolution needs no columns: the input
 is its own column matrix.
 """
 
@@ -30,9 +29,6 @@ from ._padding import pad, pad_adjoint
 
 #: Default cap on a plan's workspace, in bytes; see :func:`set_workspace_limit`.
 DEFAULT_WORKSPACE_LIMIT = 128 * 2**20
-#: Columns per tile, in bytes: small enough to stay in the last-level cache between the
-#: im2col kernel that writes them and the GEMM that reads them.
-TILE_BYTES = 4 * 2**20
 
 _workspace_limit = DEFAULT_WORKSPACE_LIMIT
 
@@ -168,8 +164,10 @@ class ConvPlan:
             window.kernel_volume > 1 or any(s > 1 for s in window.stride)
             or window.is_padded or window.input_size != window.output_size)
         itemsize = dtype.itemsize
-        # Without columns there is nothing to keep in cache or under the limit: one tile.
-        budget = min(self.workspace_limit, TILE_BYTES) if self._needs_columns else sys.maxsize
+        # Tiles as large as the limit allows: each switch between a Numba kernel and a
+        # GEMM costs more (BLAS threads spin on after their GEMM) than cache misses do.
+        # Without columns there is nothing to keep under the limit: one tile.
+        budget = self.workspace_limit if self._needs_columns else sys.maxsize
         self._tiles = plan_tiles(g.batch, kernel_window, g.col_rows * itemsize, budget)
         biggest = max(self._tiles, key=lambda t: (t.last - t.first) * t.columns, default=None)
         tile_columns = 0 if biggest is None else (biggest.last - biggest.first) * biggest.columns
