@@ -224,30 +224,22 @@ class ConvPlan:
         g = self.geometry
         return np.ascontiguousarray(weight).reshape(g.groups, g.out_channels // g.groups, -1)
 
-    def _columns(self, x: np.ndarray, tile: Tile, cols: np.ndarray) -> np.ndarray:
-        """im2col of the tile, ``(samples, groups, rows // groups, columns)``."""
-        source = self._kernel_input(x, tile)
-        samples = tile.last - tile.first
-        groups = self.geometry.groups
-        if not self._needs_columns:
-            return source.reshape(samples, groups, -1, tile.columns)
-        cols = cols[:samples * self.geometry.col_rows * tile.columns]
-        cols = cols.reshape(samples, self.geometry.col_rows, tile.columns)
-        _kernels.im2col(source, tile.window_args, cols)
-        return cols.reshape(samples, groups, -1, tile.columns)
+    def _channel_major(self, array: np.ndarray, tile: Tile) -> np.ndarray:
+        """The tile's piece of an ``(N, channels, *out)`` array as ``(groups,
+        channels // groups, samples * columns)``; a copy unless it holds one sample."""
+        return _channel_major(self._grouped(array, tile))
 
-    def _channel_major_columns(self, x: np.ndarray, tile: Tile, cols: np.ndarray) -> np.ndarray:
+    def _columns(self, x: np.ndarray, tile: Tile, workspace: np.ndarray) -> np.ndarray:
         """im2col of the tile as ``(groups, rows // groups, samples * columns)``: the
-        layout in which one GEMM per group reduces over the whole tile."""
+        layout in which each pass is one GEMM per group over the whole tile."""
         samples = tile.last - tile.first
         g = self.geometry
-        if not self._needs_columns:
-            source = self._kernel_input(x, tile).reshape(samples, g.col_rows, tile.columns)
-            return np.ascontiguousarray(source.transpose(1, 0, 2)).reshape(g.groups, -1,
-                                                                            samples * tile.columns)
-        cols = cols[:samples * g.col_rows * tile.columns]
-        by_row = cols.reshape(g.col_rows, samples, tile.columns)
-        _kernels.im2col(self._kernel_input(x, tile), tile.window_args, by_row.transpose(1, 0, 2))
+        if not self._needs_columns:  # a 1x1 convolution's input is its own columns
+            return _channel_major(self._kernel_input(x, tile).reshape(
+                samples, g.groups, g.in_channels // g.groups, tile.columns))
+        cols = workspace[:samples * g.col_rows * tile.columns]
+        _kernels.im2col(self._kernel_input(x, tile), tile.window_args,
+                        _sample_major(cols, samples, tile.columns))
         return cols.reshape(g.groups, -1, samples * tile.columns)
 
     def _workspace(self) -> np.ndarray:
@@ -284,8 +276,18 @@ class ConvPlan:
             matrices = self._weight_matrices(weight)
             workspace = self._workspace()
             for tile in self._tiles:
-                np.matmul(matrices, self._columns(x, tile, workspace),
-                          out=self._grouped(y, tile))
+                out = self._grouped(y, tile)  # (samples, groups, out // groups, columns)
+                if not self._needs_columns:  # one GEMM per sample, straight into y
+                    np.matmul(matrices, self._kernel_input(x, tile).reshape(
+                        *out.shape[:2], -1, out.shape[3]), out=out)
+                    continue
+                cols = self._columns(x, tile, workspace)
+                if out.shape[0] == 1:
+                    np.matmul(matrices, cols, out=out[0])
+                else:  # one GEMM for all the tile's samples, then back to batch-major
+                    product = np.matmul(matrices, cols)
+                    out[...] = product.reshape(*product.shape[:2], *out.shape[::3]).transpose(
+                        2, 0, 1, 3)
         if bias is not None:
             y += bias.reshape((-1,) + (1,) * self.geometry.rank)
         return y
@@ -319,10 +321,10 @@ class ConvPlan:
             for tile in tiles:
                 samples = tile.last - tile.first
                 dcols = workspace[:samples * g.col_rows * tile.columns]
-                dcols = dcols.reshape(samples, g.col_rows, tile.columns)
-                np.matmul(transposed, self._grouped(grad_output, tile),
-                          out=dcols.reshape(samples, g.groups, -1, tile.columns))
-                _kernels.col2im(dcols, tile.window_args, padded)
+                np.matmul(transposed, self._channel_major(grad_output, tile),
+                          out=dcols.reshape(g.groups, -1, samples * tile.columns))
+                _kernels.col2im(_sample_major(dcols, samples, tile.columns), tile.window_args,
+                                padded)
             padded = padded.reshape(last - first, g.in_channels, *self._kernel_input_size)
             if self._explicit_padding:
                 padded = pad_adjoint(padded, g.window.pad_low, g.window.pad_high, g.padding_mode)
@@ -353,11 +355,9 @@ class ConvPlan:
         workspace = self._workspace()
         partial = np.empty_like(dw)
         for tile in self._tiles:
-            samples = tile.last - tile.first
-            cols = self._channel_major_columns(x, tile, workspace)
-            dy = self._grouped(grad_output, tile).transpose(1, 2, 0, 3)
-            dy = np.ascontiguousarray(dy).reshape(g.groups, -1, samples * tile.columns)
-            np.matmul(dy, cols.transpose(0, 2, 1), out=partial)
+            cols = self._columns(x, tile, workspace)
+            np.matmul(self._channel_major(grad_output, tile), cols.transpose(0, 2, 1),
+                      out=partial)
             dw += partial
         return dw.reshape(self.weight_shape)
 
@@ -403,6 +403,22 @@ def _choose_algorithm(requested, geometry: ConvGeometry) -> str:
     if requested == "auto":
         return "direct" if depthwise else "gemm"
     return requested
+
+
+def _channel_major(piece: np.ndarray) -> np.ndarray:
+    """``(samples, groups, channels, columns)`` as ``(groups, channels, samples * columns)``;
+    a copy unless there is one sample."""
+    samples, groups, channels, columns = piece.shape
+    if samples == 1:
+        return piece[0]
+    return np.ascontiguousarray(piece.transpose(1, 2, 0, 3)).reshape(
+        groups, channels, samples * columns)
+
+
+def _sample_major(cols: np.ndarray, samples: int, columns: int) -> np.ndarray:
+    """A flat ``(rows, samples, columns)`` buffer as the ``(samples, rows, columns)`` view
+    the kernels index: the channel-major GEMM layout, seen sample by sample."""
+    return cols.reshape(-1, samples, columns).transpose(1, 0, 2)
 
 
 def _three_d(size) -> tuple[int, ...]:

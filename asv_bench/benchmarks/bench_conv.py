@@ -16,7 +16,7 @@ DTYPES = ["float32", "float64"]
 
 class _Passes:
     params = (LAYERS, DTYPES)
-    param_names = ["layer", "dtype"]
+    param_names = ("layer", "dtype")
     timeout = 300
 
     def passes(self, layer, arrays):
