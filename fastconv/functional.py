@@ -127,7 +127,7 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1) -> np.ndarray:
     batch, channels = x.shape[:2]
     cols = np.empty((batch, channels * window.kernel_volume, window.output_volume), x.dtype)
     _kernels.im2col(np.ascontiguousarray(x).reshape(_five_d(x.shape)), window.kernel_args(),
-                    cols)
+                    cols.transpose(1, 0, 2))
     return cols
 
 
@@ -173,7 +173,7 @@ def col2im(cols, output_size, kernel_size, *, stride=1, padding=0, dilation=1) -
             f"one column per window position), got shape {cols.shape}"
         )
     images = np.zeros((cols.shape[0], cols.shape[1] // volume, *output_size), cols.dtype)
-    _kernels.col2im(np.ascontiguousarray(cols), window.kernel_args(),
+    _kernels.col2im(np.ascontiguousarray(cols.transpose(1, 0, 2)), window.kernel_args(),
                     images.reshape(_five_d(images.shape)))
     return images
 

@@ -239,7 +239,7 @@ class ConvPlan:
                 samples, g.groups, g.in_channels // g.groups, tile.columns))
         cols = workspace[:samples * g.col_rows * tile.columns]
         _kernels.im2col(self._kernel_input(x, tile), tile.window_args,
-                        _sample_major(cols, samples, tile.columns))
+                        _by_sample(cols, samples, tile.columns))
         return cols.reshape(g.groups, -1, samples * tile.columns)
 
     def _workspace(self) -> np.ndarray:
@@ -323,7 +323,7 @@ class ConvPlan:
                 dcols = workspace[:samples * g.col_rows * tile.columns]
                 np.matmul(transposed, self._channel_major(grad_output, tile),
                           out=dcols.reshape(g.groups, -1, samples * tile.columns))
-                _kernels.col2im(_sample_major(dcols, samples, tile.columns), tile.window_args,
+                _kernels.col2im(_by_sample(dcols, samples, tile.columns), tile.window_args,
                                 padded)
             padded = padded.reshape(last - first, g.in_channels, *self._kernel_input_size)
             if self._explicit_padding:
@@ -415,10 +415,9 @@ def _channel_major(piece: np.ndarray) -> np.ndarray:
         groups, channels, samples * columns)
 
 
-def _sample_major(cols: np.ndarray, samples: int, columns: int) -> np.ndarray:
-    """A flat ``(rows, samples, columns)`` buffer as the ``(samples, rows, columns)`` view
-    the kernels index: the channel-major GEMM layout, seen sample by sample."""
-    return cols.reshape(-1, samples, columns).transpose(1, 0, 2)
+def _by_sample(cols: np.ndarray, samples: int, columns: int) -> np.ndarray:
+    """A flat column buffer as the ``(rows, samples, columns)`` array the kernels take."""
+    return cols.reshape(-1, samples, columns)
 
 
 def _three_d(size) -> tuple[int, ...]:

@@ -85,4 +85,4 @@ def test_bounds_checking_turns_a_bad_buffer_into_index_error():
     # out-of-bounds access; bounds checking raises instead of writing past the buffer
     # (a slice copy that does not fit raises ValueError).
     with pytest.raises((IndexError, ValueError)):
-        _kernels.im2col(x, window, np.zeros((1, 9, 3)))
+        _kernels.im2col(x, window, np.zeros((9, 1, 3)))

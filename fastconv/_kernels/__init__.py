@@ -10,13 +10,13 @@ from . import unfold as _unfold
 
 
 def im2col(x, window_args, cols):
-    """Fill ``cols`` ``(N, C*kd*kh*kw, L)`` from ``x`` ``(N, C, D, H, W)``."""
+    """Fill ``cols`` ``(C*kd*kh*kw, N, L)`` from ``x`` ``(N, C, D, H, W)``."""
     with PARALLEL_LAUNCH_LOCK:
         _unfold.im2col(x, *window_args, cols)
 
 
 def col2im(cols, window_args, x):
-    """Add the scatter of ``cols`` ``(N, C*kd*kh*kw, L)`` into ``x`` ``(N, C, D, H, W)``."""
+    """Add the scatter of ``cols`` ``(C*kd*kh*kw, N, L)`` into ``x`` ``(N, C, D, H, W)``."""
     with PARALLEL_LAUNCH_LOCK:
         _unfold.col2im(cols, *window_args, x)
 

@@ -2,10 +2,11 @@
 
 Both kernels see every problem as 3-d: ``x`` is ``(N, C, D, H, W)`` and the window
 tuples are ``(depth, height, width)``, with singleton leading dimensions for ranks 1
-and 2. The columns are ``(N, C * kd * kh * kw, L)`` with ``L = od * oh * ow``, the
-layout of ``torch.nn.functional.unfold``: row ``(c, i, j, k)`` of sample ``n`` holds,
-for every output position, the input element that kernel offset ``(i, j, k)`` of
-channel ``c`` sees, or zero in the padding.
+and 2. The columns are indexed ``cols[row, n, l]``, ``(C * kd * kh * kw, N, L)`` with
+``L = od * oh * ow``: row ``(c, i, j, k)`` of sample ``n`` holds, for every output
+position, the input element that kernel offset ``(i, j, k)`` of channel ``c`` sees, or
+zero in the padding. Rows are ordered channel-major as in
+``torch.nn.functional.unfold``; a C-contiguous ``cols`` is the matrix the GEMMs use.
 
 Zero padding is implicit: positions outside the input are skipped by index ranges
 computed once per kernel offset, so no branch runs per element.
@@ -52,13 +53,13 @@ def im2col(x, kernel, stride, dilation, pad_low, output_size, cols):
     volume = kernel[0] * kernel[1] * kernel[2]
     rows = channels * volume
     for task in prange(batch * rows):
-        n = task // rows
-        row = task % rows
+        row = task // batch
+        n = task % batch
         d_lo, d_hi, h_lo, h_hi, w_lo, w_hi, z0, y0, x0 = _offset_spans(
             row % volume, kernel, stride, dilation, pad_low, (depth, height, width), output_size
         )
         image = x[n, row // volume]
-        line = cols[n, row]
+        line = cols[row, n]
         for a in range(od):
             for b in range(oh):
                 start = (a * oh + b) * ow
@@ -88,7 +89,7 @@ def col2im(cols, kernel, stride, dilation, pad_low, output_size, x):
         c = task % channels
         image = x[n, c]
         for offset in range(volume):
-            line = cols[n, c * volume + offset]
+            line = cols[c * volume + offset, n]
             d_lo, d_hi, h_lo, h_hi, w_lo, w_hi, z0, y0, x0 = _offset_spans(
                 offset, kernel, stride, dilation, pad_low, (depth, height, width), output_size
             )
