@@ -33,13 +33,14 @@ def as_float_dtype(dtype, name: str = "dtype") -> np.dtype:
 
 def float_arrays(**named) -> tuple[np.ndarray | None, ...]:
     """Convert each named array-like (``None`` passes through) and require one dtype."""
-    arrays = {name: None if value is None else as_float_array(value, name)
-              for name, value in named.items()}
-    dtypes = {name: a.dtype for name, a in arrays.items() if a is not None}
-    if len(set(dtypes.values())) > 1:
-        given = ", ".join(f"{name} is {dtype}" for name, dtype in dtypes.items())
-        raise TypeError(f"{', '.join(dtypes)} must share one dtype, got {given}")
-    return tuple(arrays.values())
+    arrays = tuple(None if value is None else as_float_array(value, name)
+                   for name, value in named.items())
+    dtypes = {a.dtype for a in arrays if a is not None}
+    if len(dtypes) > 1:
+        given = {name: a.dtype for name, a in zip(named, arrays) if a is not None}
+        listing = ", ".join(f"{name} is {dtype}" for name, dtype in given.items())
+        raise TypeError(f"{', '.join(given)} must share one dtype, got {listing}")
+    return arrays
 
 
 def check_array(array: np.ndarray, name: str, shape: tuple[int, ...], dtype: np.dtype) -> None:

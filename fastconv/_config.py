@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import threading
+import types
 import warnings
 
 import numba
@@ -36,27 +37,62 @@ JIT_OPTIONS = {"nogil": True, "error_model": "numpy"}
 _cache_failures: list[str] = []
 
 
+#: Below this many elements of work a kernel runs serially: starting the threads of a
+#: parallel region costs tens of microseconds, more than small calls take in all.
+PARALLEL_MIN_WORK = 1 << 15
+
+
+def _compile(func, **options):
+    """``numba.njit`` with fastconv's flags, cached on disk when a location is writable."""
+    options = dict(JIT_OPTIONS, **options)
+    if CACHE_ENABLED and options.get("inline") is None:
+        try:
+            return numba.njit(cache=True, **options)(func)
+        except RuntimeError as exc:  # numba found no writable cache location
+            if not _cache_failures:
+                warnings.warn(
+                    f"fastconv: compiled kernels will not be cached on disk ({exc}); "
+                    "set NUMBA_CACHE_DIR to a writable directory to keep them",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+            _cache_failures.append(func.__name__)
+    return numba.njit(**options)(func)
+
+
+class Kernel:
+    """A kernel compiled twice: threaded for large calls, serial for small ones.
+
+    Call it as ``kernel(work, *args)``, with ``work`` the number of elements it will
+    touch. Parallel launches hold :data:`PARALLEL_LAUNCH_LOCK`.
+    """
+
+    def __init__(self, func):
+        # Numba cannot raise from inside a parallel region, so a bounds-checked build
+        # (NUMBA_BOUNDSCHECK=1) runs serially to turn bad indices into IndexError.
+        self.parallel = _compile(func, parallel=not numba.config.BOUNDSCHECK)
+        # A twin under its own name, so that the two builds keep separate disk caches.
+        twin = types.FunctionType(func.__code__, func.__globals__, func.__name__ + "_serial",
+                                  func.__defaults__, func.__closure__)
+        twin.__qualname__ = func.__qualname__ + "_serial"
+        self.serial = _compile(twin)
+        self.__name__ = func.__name__
+        self.__doc__ = func.__doc__
+
+    def __call__(self, work: int, *args):
+        if work < PARALLEL_MIN_WORK:
+            return self.serial(*args)
+        with PARALLEL_LAUNCH_LOCK:
+            return self.parallel(*args)
+
+
 def jit(*, parallel: bool = False, inline: bool = False):
-    """Compile a kernel with fastconv's flags, cached on disk when a location is writable."""
-    # Numba cannot raise from inside a parallel region, so a bounds-checked build
-    # (NUMBA_BOUNDSCHECK=1) runs serially to turn bad indices into IndexError.
-    options = dict(JIT_OPTIONS, parallel=parallel and not numba.config.BOUNDSCHECK)
-    if inline:
-        options["inline"] = "always"
+    """Decorate a kernel: a :class:`Kernel` when ``parallel``, else one serial build
+    (inlined into its callers when ``inline``)."""
 
     def decorate(func):
-        if CACHE_ENABLED and not inline:
-            try:
-                return numba.njit(cache=True, **options)(func)
-            except RuntimeError as exc:  # numba found no writable cache location
-                if not _cache_failures:
-                    warnings.warn(
-                        f"fastconv: compiled kernels will not be cached on disk ({exc}); "
-                        "set NUMBA_CACHE_DIR to a writable directory to keep them",
-                        RuntimeWarning,
-                        stacklevel=2,
-                    )
-                _cache_failures.append(func.__name__)
-        return numba.njit(**options)(func)
+        if parallel:
+            return Kernel(func)
+        return _compile(func, inline="always") if inline else _compile(func)
 
     return decorate

@@ -42,26 +42,36 @@ def _freeze(value):
 
 
 @functools.lru_cache(maxsize=PLAN_CACHE_SIZE)
-def _cached_plan(build, *args, **kwargs):
-    return build(*args, **kwargs)
+def _cached_plan(build, args):
+    return build(*args)
 
 
-def _plan(build, *args, **kwargs) -> ConvPlan:
-    """``build(*args, **kwargs)``, reused while the same arguments come back."""
-    args = tuple(_freeze(a) for a in args)
-    kwargs = {k: _freeze(v) for k, v in kwargs.items()}
+def _plan(build, *args) -> ConvPlan:
+    """``build(*args)``, reused while the same arguments come back."""
     try:
-        return _cached_plan(build, *args, **kwargs)
-    except TypeError as exc:
-        if "unhashable" not in str(exc):
-            raise
-        return build(*args, **kwargs)
+        hash(args)
+    except TypeError:
+        args = tuple(_freeze(a) for a in args)
+        try:
+            hash(args)
+        except TypeError:  # e.g. an array as stride: validate it, uncached
+            return build(*args)
+    return _cached_plan(build, args)
 
 
-def _conv_plan(input_shape, weight_shape, dtype, input_name, weight_name, **params) -> ConvPlan:
-    geometry = conv_geometry(input_shape, weight_shape, input_name=input_name,
-                             weight_name=weight_name, **params)
+def _conv_plan(input_shape, weight_shape, dtype, input_name, weight_name, stride, padding,
+               dilation, groups, padding_mode) -> ConvPlan:
+    geometry = conv_geometry(input_shape, weight_shape, stride=stride, padding=padding,
+                             dilation=dilation, groups=groups, padding_mode=padding_mode,
+                             input_name=input_name, weight_name=weight_name)
     return ConvPlan.from_geometry(geometry, dtype)
+
+
+def _transpose_plan(input_shape, weight_shape, dtype, stride, padding, output_padding, groups,
+                    dilation) -> ConvPlan:
+    return ConvPlan.transposed(input_shape, weight_shape, stride=stride, padding=padding,
+                               output_padding=output_padding, groups=groups,
+                               dilation=dilation, dtype=dtype)
 
 
 def clear_plan_cache() -> None:
@@ -231,10 +241,9 @@ def conv(x, weight, bias=None, *, stride=1, padding=0, dilation=1, groups=1,
     (1, 1, 3, 3)
     """
     x, weight, bias = float_arrays(x=x, weight=weight, bias=bias)
-    rank = weight_rank(weight.shape)
-    x, unbatched = _batched(x, rank)
-    plan = _plan(_conv_plan, x.shape, weight.shape, x.dtype, "x", "weight", stride=stride,
-                 padding=padding, dilation=dilation, groups=groups, padding_mode=padding_mode)
+    x, unbatched = _batched(x, weight.ndim - 2)  # a wrong weight.ndim fails in the plan
+    plan = _plan(_conv_plan, x.shape, weight.shape, x.dtype, "x", "weight", stride, padding,
+                 dilation, groups, padding_mode)
     y = plan.forward(x, weight, bias)
     return y[0] if unbatched else y
 
@@ -275,8 +284,8 @@ def conv_backward_input(grad_output, weight, input_shape, *, stride=1, padding=0
     """
     grad_output, weight = float_arrays(grad_output=grad_output, weight=weight)
     plan = _plan(_conv_plan, _shape_tuple(input_shape, "input_shape"), weight.shape,
-                 weight.dtype, "input_shape", "weight", stride=stride, padding=padding,
-                 dilation=dilation, groups=groups, padding_mode=padding_mode)
+                 weight.dtype, "input_shape", "weight", stride, padding, dilation, groups,
+                 padding_mode)
     return plan.backward_input(grad_output, weight)
 
 
@@ -313,8 +322,7 @@ def conv_backward_weight(grad_output, x, weight_shape, *, stride=1, padding=0, d
     """
     grad_output, x = float_arrays(grad_output=grad_output, x=x)
     plan = _plan(_conv_plan, x.shape, _shape_tuple(weight_shape, "weight_shape"), x.dtype, "x",
-                 "weight_shape", stride=stride, padding=padding, dilation=dilation,
-                 groups=groups, padding_mode=padding_mode)
+                 "weight_shape", stride, padding, dilation, groups, padding_mode)
     return plan.backward_weight(grad_output, x)
 
 
@@ -396,9 +404,8 @@ def conv_transpose(x, weight, bias=None, *, stride=1, padding=0, output_padding=
     x, weight, bias = float_arrays(x=x, weight=weight, bias=bias)
     rank = weight_rank(weight.shape)
     x, unbatched = _batched(x, rank)
-    plan = _plan(ConvPlan.transposed, x.shape, weight.shape, stride=stride, padding=padding,
-                 output_padding=output_padding, groups=groups, dilation=dilation,
-                 dtype=x.dtype)
+    plan = _plan(_transpose_plan, x.shape, weight.shape, x.dtype, stride, padding,
+                 output_padding, groups, dilation)
     out_channels = plan.input_shape[1]
     if bias is not None and bias.shape != (out_channels,):
         raise ValueError(f"bias must have shape ({out_channels},), got shape {bias.shape}")

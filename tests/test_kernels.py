@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import fastconv
-from fastconv import _kernels
+from fastconv import _config, _kernels
 from fastconv._geometry import unfold_window
 
 from . import reference
@@ -86,3 +86,27 @@ def test_bounds_checking_turns_a_bad_buffer_into_index_error():
     # (a slice copy that does not fit raises ValueError).
     with pytest.raises((IndexError, ValueError)):
         _kernels.im2col(x, window, np.zeros((9, 1, 3)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_threaded_and_serial_builds_agree(monkeypatch, dtype):
+    """Every kernel's threaded build against its serial twin, on one problem per path."""
+    cases = [((3, 4, 10, 9), (6, 2, 3, 3), {"padding": 1, "groups": 2, "stride": (2, 1)}),
+             ((2, 3, 6, 5, 4), (4, 3, 2, 2, 2), {"padding": "same", "dilation": 2}),
+             ((3, 4, 17), (8, 1, 3), {"padding": 1, "groups": 4})]  # depthwise
+
+    def passes():
+        results = []
+        for input_shape, weight_shape, params in cases:
+            x = random(np.random.default_rng(1), input_shape, dtype)
+            w = random(np.random.default_rng(2), weight_shape, dtype)
+            y = fastconv.conv(x, w, **params)
+            results += [y, fastconv.conv_backward_input(y, w, x.shape, **params),
+                        fastconv.conv_backward_weight(y, x, w.shape, **params)]
+        return results
+
+    monkeypatch.setattr(_config, "PARALLEL_MIN_WORK", 1 << 62)
+    serial = passes()
+    monkeypatch.setattr(_config, "PARALLEL_MIN_WORK", 0)
+    for got, want in zip(passes(), serial):
+        np.testing.assert_array_equal(got, want)

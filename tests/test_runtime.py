@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv import _threads
+from fastconv import _config, _threads
 
 from .oracle import random
 
@@ -35,9 +35,17 @@ def _passes(x, w):
             fastconv.conv(x[:, :2], w[:2, :1], groups=2))  # the depthwise kernels too
 
 
-def test_eight_python_threads_get_the_serial_answers():
+@pytest.fixture
+def always_parallel(monkeypatch):
+    """Run every kernel through its threaded build, however small the call."""
+    monkeypatch.setattr(_config, "PARALLEL_MIN_WORK", 0)
+
+
+def test_eight_python_threads_get_the_serial_answers(always_parallel):
     problems = [_problem(seed) for seed in range(8)]
+    _config.PARALLEL_MIN_WORK = 1 << 62  # one thread, serial builds: the expected answers
     expected = [_passes(x, w) for x, w in problems]
+    _config.PARALLEL_MIN_WORK = 0
     with ThreadPoolExecutor(max_workers=8) as pool:
         for _ in range(3):
             results = list(pool.map(lambda p: _passes(*p), problems))
@@ -51,7 +59,7 @@ def _child(queue):
     queue.put(_passes(x, w)[0])
 
 
-def test_forked_child_runs_after_the_parent_ran_parallel_kernels():
+def test_forked_child_runs_after_the_parent_ran_parallel_kernels(always_parallel):
     x, w = _problem(0)
     expected = _passes(x, w)[0]  # the parent's thread pool is started
     context = multiprocessing.get_context("fork")
