@@ -90,35 +90,57 @@ class Progress:
         self.stream.flush()
 
 
-def _fmt(value, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+def _fmt(value, spec: str, suffix: str = "") -> str:
+    return "-" if value is None else format(value, spec) + suffix
 
 
-def print_table(rows, peak: float, stream=sys.stdout) -> None:
-    head = (f"{'layer':22s} {'pass':15s} {'ms':>9s} {'GFLOP/s':>8s} {'%peak':>6s} "
-            f"{'xGEMM':>6s} {'vs numpy':>9s} {'vs torch':>9s}")
-    print(head, file=stream)
-    print("-" * len(head), file=stream)
-    for r in rows:
-        print(f"{r.layer:22s} {r.op_pass:15s} {r.fastconv_ms:9.3f} {r.gflops:8.1f} "
-              f"{r.percent_of_peak:6.1f} {_fmt(r.gemm_ratio, '6.2f')} "
-              f"{_fmt(r.numpy_speedup, '8.2f')}x {_fmt(r.torch_speedup, '8.2f')}x", file=stream)
+HEADERS = ("layer", "pass", "ms", "GFLOP/s", "% peak", "x GEMM", "vs numpy", "vs torch")
 
 
-def print_summary(summary: dict, stream=sys.stdout) -> None:
-    print(f"\nlayers: {summary['layers']}", file=stream)
+def table_cells(rows) -> list[tuple[str, ...]]:
+    """One line of formatted cells per row, in the order of :data:`HEADERS`."""
+    return [(r.layer, r.op_pass, f"{r.fastconv_ms:.3f}", f"{r.gflops:.1f}",
+             f"{r.percent_of_peak:.1f}", _fmt(r.gemm_ratio, ".2f"),
+             _fmt(r.numpy_speedup, ".2f", "x"), _fmt(r.torch_speedup, ".2f", "x"))
+            for r in rows]
+
+
+def render_text(cells) -> str:
+    widths = [max(len(c) for c in column) for column in zip(HEADERS, *cells)]
+    lines = [" ".join(c.ljust(w) if i < 2 else c.rjust(w)
+                      for i, (c, w) in enumerate(zip(line, widths)))
+             for line in (HEADERS, *cells)]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def render_markdown(cells) -> str:
+    lines = ["| " + " | ".join(HEADERS) + " |",
+             "|" + "|".join(["---"] * 2 + ["---:"] * (len(HEADERS) - 2)) + "|"]
+    lines += ["| " + " | ".join(line) + " |" for line in cells]
+    return "\n".join(lines)
+
+
+def summary_lines(summary: dict) -> list[str]:
+    lines = [f"layers: {summary['layers']}"]
     if summary["step_speedup_geomean"] is not None:
-        print(f"training step (forward + backward_input + backward_weight) speedup over torch: "
-              f"geomean {summary['step_speedup_geomean']:.2f}x, lowest "
-              f"{summary['step_speedup_min']:.2f}x ({summary['step_speedup_min_layer']})",
-              file=stream)
+        lines.append(
+            f"training step (forward + backward_input + backward_weight) speedup over torch: "
+            f"geomean {summary['step_speedup_geomean']:.2f}x, lowest "
+            f"{summary['step_speedup_min']:.2f}x ({summary['step_speedup_min_layer']})")
     if summary["depthwise_step_speedup_geomean"] is not None:
-        print(f"depthwise layers: geomean {summary['depthwise_step_speedup_geomean']:.2f}x "
-              "over torch", file=stream)
+        lines.append(f"depthwise layers: geomean {summary['depthwise_step_speedup_geomean']:.2f}x "
+                     "over torch")
     if summary["gemm_ratio_median"] is not None:
-        print(f"time / bare GEMM time, non-depthwise passes: median "
-              f"{summary['gemm_ratio_median']:.2f}, worst {summary['gemm_ratio_max']:.2f}",
-              file=stream)
+        lines.append(f"time / bare GEMM time, non-depthwise passes: median "
+                     f"{summary['gemm_ratio_median']:.2f}, worst {summary['gemm_ratio_max']:.2f}")
+    return lines
+
+
+def headline(meta: dict) -> str:
+    return (f"{meta['cpu']}; {meta['threads']} threads; {meta['dtype']}; {meta['layout']}; "
+            f"BLAS GEMM peak {meta['gemm_peak_gflops']:.0f} GFLOP/s; "
+            f"torch {meta['torch'] or 'not installed'}")
 
 
 def _write_out(path: Path, rows, summary, meta) -> None:
@@ -130,6 +152,10 @@ def _write_out(path: Path, rows, summary, meta) -> None:
             writer = csv.DictWriter(f, fieldnames=list(records[0]))
             writer.writeheader()
             writer.writerows(records)
+    elif path.suffix == ".md":
+        text = [headline(meta), "", render_markdown(table_cells(rows)), "",
+                *(f"- {line}" for line in summary_lines(summary))]
+        path.write_text("\n".join(text) + "\n")
     else:
         path.write_text(json.dumps({"machine": meta, "summary": summary, "rows": records},
                                    indent=2))
@@ -176,19 +202,18 @@ def _bench(args) -> int:
         runner.torch.set_num_threads(args.threads)
     meta = runner.machine() | {"threads": args.threads, "dtype": dtype.name,
                                 "layout": args.layout, "suite": args.suite}
-    peak = runner.gemm_peak_gflops(dtype)
-    print(f"{meta['cpu']}; {args.threads} threads; {dtype.name}; {args.layout}; "
-          f"BLAS GEMM peak {peak:.0f} GFLOP/s; torch {meta['torch'] or 'not installed'}")
+    meta["gemm_peak_gflops"] = runner.gemm_peak_gflops(dtype)
+    print(headline(meta))
     progress = Progress(len(layers))
     rows = []
     for layer in layers:
         progress.step(layer.name)
         rows += runner.run_layer(layer, dtype, threads=args.threads, layout=args.layout,
-                                 repeats=args.repeats, peak=peak, with_numpy=not args.no_numpy)
+                                 repeats=args.repeats, peak=meta["gemm_peak_gflops"],
+                                 with_numpy=not args.no_numpy)
     summary = runner.summarize(rows)
-    meta["gemm_peak_gflops"] = peak
-    print_table(rows, peak)
-    print_summary(summary)
+    print(render_text(table_cells(rows)))
+    print("\n" + "\n".join(summary_lines(summary)))
     if args.out:
         _write_out(Path(args.out), rows, summary, meta)
     if args.plot:
@@ -226,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=int, default=5, help="timed rounds (default 5)")
     bench.add_argument("--no-numpy", action="store_true",
                        help="skip the NumPy-only baseline (it is slow on large layers)")
-    bench.add_argument("--out", help="write the rows to a .json or .csv file")
+    bench.add_argument("--out", help="write the results to a .json, .csv or .md (markdown) file")
     bench.add_argument("--plot", help="write a PNG chart of the speedups over torch")
     bench.set_defaults(run=_bench)
     return parser
