@@ -168,6 +168,7 @@ def _plot(path: Path, rows, summary, title: str) -> None:
         raise SystemExit("--plot needs matplotlib: pip install 'fastconv[bench]'") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     layers = list(dict.fromkeys(r.layer for r in rows))
     fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(layers) + 2), 4.5))
@@ -179,6 +180,8 @@ def _plot(path: Path, rows, summary, title: str) -> None:
         ax.bar([j + (i - 1) * width for j in range(len(layers))], values, width, label=name)
     ax.axhline(1.0, color="black", linewidth=0.8)
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}x"))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xticks(range(len(layers)), layers, rotation=60, ha="right", fontsize=8)
     ax.set_ylabel("speedup over torch (log scale)")
     ax.set_title(title)
