@@ -382,21 +382,22 @@ class Tile:
         return math.prod(output_size)
 
 
-def plan_tiles(batch: int, window: Window, bytes_per_column: int, budget: int) -> list[Tile]:
-    """Cut ``batch`` samples of ``window``'s output into tiles whose columns take at most
-    ``budget`` bytes (or one output line), where one output position's column takes
-    ``bytes_per_column``."""
+def plan_tiles(batch: int, window: Window, bytes_per_column: int, bytes_per_sample: int,
+               budget: int) -> list[Tile]:
+    """Cut ``batch`` samples of ``window``'s output into tiles that need at most ``budget``
+    bytes of workspace (or one output line), where each output position of a tile takes
+    ``bytes_per_column`` and each sample ``bytes_per_sample`` more."""
     args = window.kernel_args()
-    per_sample = bytes_per_column * window.output_volume
+    per_sample = bytes_per_column * window.output_volume + bytes_per_sample
     if per_sample <= budget or window.output_volume == 1:
-        step = max(1, budget // per_sample)
+        step = max(1, budget // per_sample) if per_sample else max(batch, 1)
         return [Tile(n, min(n + step, batch), -1, 0, 0, args) for n in range(0, batch, step)]
     kernel, stride, dilation, pad_low, output_size = args
     # Slabs cut the first axis longer than one, so that each is contiguous in the output;
     # the smallest is one line of it, even where that line alone exceeds the budget.
     axis = next(a for a in range(KERNEL_RANK) if output_size[a] > 1)
     inner = math.prod(output_size[axis + 1:]) * bytes_per_column
-    step = max(1, budget // inner)
+    step = max(1, (budget - bytes_per_sample) // inner)
     tiles = []
     for n in range(batch):
         for start in range(0, output_size[axis], step):

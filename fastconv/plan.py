@@ -164,20 +164,27 @@ class ConvPlan:
             window.kernel_volume > 1 or any(s > 1 for s in window.stride)
             or window.is_padded or window.input_size != window.output_size)
         itemsize = dtype.itemsize
-        # Tiles as large as the limit allows: each switch between a Numba kernel and a
-        # GEMM costs more (BLAS threads spin on after their GEMM) than cache misses do.
-        # Without columns there is nothing to keep under the limit: one tile.
-        budget = self.workspace_limit if self._needs_columns else sys.maxsize
-        self._tiles = plan_tiles(g.batch, kernel_window, g.col_rows * itemsize, budget)
-        biggest = max(self._tiles, key=lambda t: (t.last - t.first) * t.columns, default=None)
-        tile_columns = 0 if biggest is None else (biggest.last - biggest.first) * biggest.columns
-        samples = max((t.last - t.first for t in self._tiles), default=0)
-        padded_input = (samples * g.in_channels * math.prod(kernel_window.input_size)
-                        if self._explicit_padding else 0)
-        columns = g.col_rows * tile_columns if self._needs_columns else 0
-        # backward_weight's GEMM also reorders a tile of grad_output to channel-major
-        reordered = g.out_channels * tile_columns if self.algorithm == "gemm" else 0
-        self.workspace_nbytes = itemsize * (columns + reordered + padded_input)
+        # Per output position, the GEMM path holds a column of im2col (or, for 1x1, the
+        # input reordered) and a reordered column of the output or its gradient; per
+        # sample, the explicitly padded input or, going back, its gradient and the up to
+        # three copies that fold the padding back (see pad_adjoint). Tiles are as
+        # large as the limit allows: each switch between a Numba kernel and a GEMM costs
+        # more (BLAS threads spin on after their GEMM) than cache misses do. The direct
+        # kernels need no columns: one tile.
+        padded = 4 * g.in_channels * math.prod(kernel_window.input_size) * itemsize \
+            if self._explicit_padding else 0
+        if self.algorithm == "gemm":
+            per_column = (g.col_rows + g.out_channels) * itemsize
+            # backward_weight sums tiles through a weight-sized partial product
+            partial = math.prod(self.weight_shape) * itemsize
+            self._tiles = plan_tiles(g.batch, kernel_window, per_column, padded,
+                                     self.workspace_limit - partial)
+        else:
+            per_column = partial = 0
+            self._tiles = plan_tiles(g.batch, kernel_window, 0, 0, sys.maxsize)
+        self.workspace_nbytes = partial + max(
+            ((t.last - t.first) * (t.columns * per_column + padded) for t in self._tiles),
+            default=0)
 
     def __repr__(self) -> str:
         g = self.geometry
@@ -205,8 +212,9 @@ class ConvPlan:
         return np.ascontiguousarray(x).reshape(*x.shape[:2], *self._kernel_spatial)
 
     def _grouped(self, array: np.ndarray, tile: Tile) -> np.ndarray:
-        """The tile's piece of an ``(N, channels, *out)`` array as a
-        ``(samples, groups, channels // groups, columns)`` view."""
+        """The tile's piece of an ``(N, channels, *out)`` array (or of the input of a 1x1
+        convolution, which has the output's size) as ``(samples, groups,
+        channels // groups, columns)``."""
         groups = self.geometry.groups
         samples = tile.last - tile.first
         array = array.reshape(array.shape[0], groups, -1, *self._output_spatial)
@@ -235,8 +243,7 @@ class ConvPlan:
         samples = tile.last - tile.first
         g = self.geometry
         if not self._needs_columns:  # a 1x1 convolution's input is its own columns
-            return _channel_major(self._kernel_input(x, tile).reshape(
-                samples, g.groups, g.in_channels // g.groups, tile.columns))
+            return self._channel_major(x, tile)
         cols = workspace[:samples * g.col_rows * tile.columns]
         _kernels.im2col(self._kernel_input(x, tile), tile.window_args,
                         _by_sample(cols, samples, tile.columns))
@@ -278,8 +285,7 @@ class ConvPlan:
             for tile in self._tiles:
                 out = self._grouped(y, tile)  # (samples, groups, out // groups, columns)
                 if not self._needs_columns:  # one GEMM per sample, straight into y
-                    np.matmul(matrices, self._kernel_input(x, tile).reshape(
-                        *out.shape[:2], -1, out.shape[3]), out=out)
+                    np.matmul(matrices, self._grouped(x, tile), out=out)
                     continue
                 cols = self._columns(x, tile, workspace)
                 if out.shape[0] == 1:
@@ -317,7 +323,13 @@ class ConvPlan:
         workspace = self._workspace()
         # Slabs of one sample add into the same image: group the tiles by sample range.
         for (first, last), tiles in itertools.groupby(self._tiles, lambda t: (t.first, t.last)):
-            padded = np.zeros((last - first, g.in_channels, *self._kernel_spatial), self.dtype)
+            if self._explicit_padding:
+                padded = np.zeros((last - first, g.in_channels, *self._kernel_spatial),
+                                  self.dtype)
+            else:  # implicit zero padding: scatter straight into dx
+                padded = dx[first:last].reshape(last - first, g.in_channels,
+                                                *self._kernel_spatial)
+                padded[...] = 0
             for tile in tiles:
                 samples = tile.last - tile.first
                 dcols = workspace[:samples * g.col_rows * tile.columns]
@@ -325,10 +337,10 @@ class ConvPlan:
                           out=dcols.reshape(g.groups, -1, samples * tile.columns))
                 _kernels.col2im(_by_sample(dcols, samples, tile.columns), tile.window_args,
                                 padded)
-            padded = padded.reshape(last - first, g.in_channels, *self._kernel_input_size)
             if self._explicit_padding:
-                padded = pad_adjoint(padded, g.window.pad_low, g.window.pad_high, g.padding_mode)
-            dx[first:last] = padded
+                padded = padded.reshape(last - first, g.in_channels, *self._kernel_input_size)
+                dx[first:last] = pad_adjoint(padded, g.window.pad_low, g.window.pad_high,
+                                             g.padding_mode)
         return dx
 
     def backward_weight(self, grad_output, x) -> np.ndarray:

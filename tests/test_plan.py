@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 
@@ -33,10 +35,13 @@ def test_plan_passes_equal_the_functional_api():
 def test_workspace_counts_the_column_matrix_and_the_gemm_output():
     plan = ConvPlan((2, 3, 8, 8), (5, 3, 3, 3), padding=1, dtype=np.float64)
     columns = 2 * 8 * 8
-    assert plan.workspace_nbytes == 8 * (3 * 9 * columns + 5 * columns)
+    weight = 5 * 3 * 3 * 3
+    assert plan.workspace_nbytes == 8 * (3 * 9 * columns + 5 * columns + weight)
     padded = ConvPlan((2, 3, 8, 8), (5, 3, 3, 3), padding=1, padding_mode="reflect",
                       dtype=np.float32)
-    assert padded.workspace_nbytes == 4 * (3 * 9 * columns + 5 * columns + 2 * 3 * 10 * 10)
+    # per sample: the padded gradient and the copies that fold the padding back
+    assert padded.workspace_nbytes == 4 * (3 * 9 * columns + 5 * columns + weight
+                                           + 2 * 4 * 3 * 10 * 10)
 
 
 def test_repeated_calls_are_bitwise_identical():
@@ -107,7 +112,7 @@ def test_workspace_stays_under_the_limit():
     limit = 64 * 2**10
     plan = ConvPlan((8, 16, 32, 32), (16, 16, 3, 3), padding=1, dtype=np.float32,
                     workspace_limit=limit)
-    assert plan.workspace_nbytes <= limit + 16 * 32 * 4 * 16  # one slab of grad_output
+    assert plan.workspace_nbytes <= limit
     unlimited = ConvPlan((8, 16, 32, 32), (16, 16, 3, 3), padding=1, dtype=np.float32)
     assert plan.workspace_nbytes < unlimited.workspace_nbytes
 
@@ -157,3 +162,27 @@ def test_algorithm_argument():
     with pytest.raises(ValueError, match="algorithm='direct' needs one input channel per group"):
         ConvPlan((1, 4, 8), (2, 2, 3), groups=2, algorithm="direct")
     assert ConvPlan((1, 4, 8), (2, 2, 3), groups=2).algorithm == "gemm"
+
+
+@pytest.mark.parametrize("padding_mode", ["zeros", "reflect"])
+@pytest.mark.parametrize("pass_name", ["forward", "backward_input", "backward_weight"])
+def test_a_pass_allocates_at_most_its_workspace_besides_its_result(pass_name, padding_mode):
+    limit = 512 * 2**10  # a few tiles per sample; room for one padded sample's copies
+    plan = ConvPlan((8, 16, 32, 32), (16, 16, 3, 3), padding=1, padding_mode=padding_mode,
+                    dtype=np.float32, workspace_limit=limit)
+    assert plan.workspace_nbytes <= limit
+    rng = np.random.default_rng(3)
+    x, w = random(rng, plan.input_shape, np.float32), random(rng, plan.weight_shape, np.float32)
+    dy = random(rng, plan.output_shape, np.float32)
+    call = {"forward": lambda: plan.forward(x, w),
+            "backward_input": lambda: plan.backward_input(dy, w),
+            "backward_weight": lambda: plan.backward_weight(dy, x)}[pass_name]
+    call()  # compile first
+    tracemalloc.start()
+    try:
+        result = call()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    slack = 64 * 2**10  # numpy's small temporaries and views
+    assert peak <= plan.workspace_nbytes + result.nbytes + slack
