@@ -74,8 +74,9 @@ def _check(args) -> int:
 class Progress:
     """One status line on a terminal, rewritten in place; plain lines elsewhere."""
 
-    def __init__(self, total: int, stream=sys.stderr):
-        self.total, self.done, self.stream = total, 0, stream
+    def __init__(self, total: int, stream=None):
+        self.total, self.done = total, 0
+        self.stream = sys.stderr if stream is None else stream
         self.start = time.perf_counter()
         self.tty = stream.isatty()
 
@@ -225,6 +226,54 @@ def _bench(args) -> int:
     return 0
 
 
+def _targets(args) -> int:
+    from . import targets
+
+    _threads.set_num_threads(args.threads)
+    if targets.runner.torch is not None:
+        targets.runner.torch.set_num_threads(args.threads)
+    limit = None
+    report: dict = {}
+
+    def verdict(value, bound, at_most=True) -> str:
+        return "met" if (value <= bound if at_most else value >= bound) else "MISSED"
+
+    print(f"{args.threads} threads")
+    small = report["small_calls"] = targets.small_calls()
+    print(f"1x1x4x4 input, 3x3 filter: {small['tiny_call_us']:.1f} us per call "
+          f"(torch {small.get('torch_tiny_call_us', float('nan')):.1f} us); target <= 20 us: "
+          f"{verdict(small['tiny_call_us'], 20)}")
+    if "lenet_b1_latency_vs_torch" in small:
+        ratio = small["lenet_b1_latency_vs_torch"]
+        print(f"LeNet conv1, batch 1, forward: {small['lenet_b1_forward_us']:.1f} us, "
+              f"{ratio:.2f}x torch's latency; target <= 1.5x: {verdict(ratio, 1.5)}")
+    memory = report["memory"] = targets.memory_and_chunking()
+    limit = memory["workspace_limit_bytes"]
+    for name in ("forward", "backward_input", "backward_weight"):
+        extra = memory[f"{name}_peak_minus_result_bytes"]
+        print(f"r50_conv1 batch 64 {name}: traced peak {memory[f'{name}_peak_bytes'] / 2**20:.1f}"
+              f" MiB, {extra / 2**20:.1f} MiB besides its result; limit "
+              f"{limit / 2**20:.0f} MiB: {verdict(extra, limit)}")
+    cost = memory["chunking_cost"]
+    print(f"chunking under the limit: step {memory['chunked_step_ms']:.1f} ms against "
+          f"{memory['unchunked_step_ms']:.1f} ms unlimited "
+          f"({memory['unlimited_workspace_nbytes'] / 2**20:.0f} MiB workspace), cost "
+          f"{100 * cost:+.1f}%; target <= 10%: {verdict(cost, 0.10)}")
+    scaling = report["thread_scaling"] = targets.thread_scaling()
+    for name, speedup in scaling.items():
+        print(f"{name}: 1 -> 2 threads {speedup:.2f}x; target >= 1.7x: "
+              f"{verdict(speedup, 1.7, at_most=False)}")
+    startup = report["jit_startup"] = targets.jit_startup()
+    first = startup["import_and_first_step_warm_cache_s"]
+    print(f"fresh process, warm cache: import + first conv2d forward and backward "
+          f"{first:.2f} s; target <= 1.0 s: {verdict(first, 1.0)}")
+    print(f"warmup(): {startup['warmup_cold_s']:.1f} s from an empty cache, "
+          f"{startup['warmup_warm_cache_s']:.2f} s from a warm one")
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastconv",
@@ -257,6 +306,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", help="write the results to a .json, .csv or .md (markdown) file")
     bench.add_argument("--plot", help="write a PNG chart of the speedups over torch")
     bench.set_defaults(run=_bench)
+
+    targets = commands.add_parser(
+        "targets", help="small-call overhead, memory bound and chunking cost, thread scaling "
+                        "and JIT start-up, each against its target")
+    targets.add_argument("--threads", type=int, default=2)
+    targets.add_argument("--out", help="write the figures to a JSON file")
+    targets.set_defaults(run=_targets)
     return parser
 
 

@@ -1,0 +1,111 @@
+"""The benchmark tools: the layer suite, the NumPy baseline, timing, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv.bench import cli, numpy_baseline, runner
+from fastconv.bench.suite import QUICK, load_suite
+from fastconv.bench.timing import interleaved_medians
+
+from .oracle import random
+
+
+def test_suite_has_every_layer_with_valid_shapes():
+    layers = load_suite()
+    assert len(layers) == 34
+    assert set(QUICK) <= {layer.name for layer in layers}
+    for layer in layers:
+        plan = (fastconv.ConvPlan.transposed(layer.input_shape, layer.weight_shape,
+                                             **layer.params)
+                if layer.op == "conv_transpose"
+                else fastconv.ConvPlan(layer.input_shape, layer.weight_shape, **layer.params))
+        expected = plan.input_shape if layer.op == "conv_transpose" else plan.output_shape
+        assert expected == layer.output_shape, layer.name
+
+
+def test_flops_count_every_multiply_add():
+    (layer,) = load_suite(["r50_3x3_64"])
+    # 4 samples, 64 filters of 64 x 3 x 3 at 56 x 56 positions, 2 flops each
+    assert layer.flops("forward") == 2 * 4 * 64 * 64 * 9 * 56 * 56
+    assert layer.flops("backward_input") == layer.flops("backward_weight") == \
+        layer.flops("forward")
+    (depthwise,) = load_suite(["mnv2_dw_384_14"])
+    assert depthwise.flops("forward") == 2 * 8 * 384 * 9 * 14 * 14
+
+
+def test_unknown_layer_names_are_refused():
+    with pytest.raises(ValueError, match="unknown layer names"):
+        load_suite(["no_such_layer"])
+
+
+@pytest.mark.parametrize("params", [{"stride": (1, 1), "padding": (1, 1), "dilation": (1, 1)},
+                                    {"stride": (2, 1), "padding": (0, 2), "dilation": (1, 2),
+                                     "groups": 2}])
+def test_numpy_baseline_computes_the_same_convolution(params):
+    rng = np.random.default_rng(0)
+    x, w = random(rng, (2, 4, 9, 8)), random(rng, (6, 4 // params.get("groups", 1), 3, 3))
+    y = numpy_baseline.conv_forward(x, w, **params)
+    np.testing.assert_allclose(y, fastconv.conv(x, w, **params), rtol=1e-12, atol=1e-12)
+    dy = random(rng, y.shape)
+    np.testing.assert_allclose(numpy_baseline.conv_backward_input(dy, w, x.shape, **params),
+                               fastconv.conv_backward_input(dy, w, x.shape, **params),
+                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(numpy_baseline.conv_backward_weight(dy, x, w.shape, **params),
+                               fastconv.conv_backward_weight(dy, x, w.shape, **params),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_interleaved_medians_time_each_candidate():
+    calls = {"a": 0, "b": 0}
+
+    def count(name):
+        def call():
+            calls[name] += 1
+        return call
+
+    times = interleaved_medians({"a": count("a"), "b": count("b")}, repeats=3)
+    assert set(times) == {"a", "b"}
+    assert calls == {"a": 6, "b": 6}  # an untimed call before each timed one
+
+
+def test_summary_geomean_and_minimum():
+    def row(layer, ms, torch_ms, depthwise=False):
+        return runner.Row(layer, "forward", "float32", "nchw", 2, depthwise, ms, 1.0, 1.0, 1.0,
+                          None, torch_ms / ms, torch_ms)
+
+    summary = runner.summarize([row("a", 1.0, 4.0), row("b", 2.0, 1.0, depthwise=True)])
+    assert summary["step_speedup_geomean"] == pytest.approx(math.sqrt(4.0 * 0.5))
+    assert summary["step_speedup_min_layer"] == "b"
+    assert summary["depthwise_step_speedup_geomean"] == pytest.approx(0.5)
+
+
+def test_bench_command_writes_json_csv_and_markdown(tmp_path, capsys):
+    for suffix in ("json", "csv", "md"):
+        out = tmp_path / f"result.{suffix}"
+        assert cli.main(["bench", "--suite", "full", "--filter", "lenet5_c1", "--repeats", "1",
+                         "--out", str(out)]) == 0
+        assert out.stat().st_size > 0
+    report = json.loads((tmp_path / "result.json").read_text())
+    assert [r["op_pass"] for r in report["rows"]] == ["forward", "backward_input",
+                                                      "backward_weight"]
+    assert report["rows"][0]["torch_speedup"] > 0
+    assert "| lenet5_c1 | forward |" in (tmp_path / "result.md").read_text()
+    printed = capsys.readouterr()
+    assert "training step" in printed.out
+    assert "lenet5_c1" in printed.err  # the progress display
+
+
+def test_bench_command_refuses_an_empty_filter():
+    with pytest.raises(SystemExit, match="no layer name contains 'nothing'"):
+        cli.main(["bench", "--filter", "nothing"])
+
+
+def test_check_command_matches_the_baseline(capsys):
+    assert cli.main(["check", "--dtype", "float64", "--repeats", "1"]) == 0
+    assert "matches the NumPy baseline" in capsys.readouterr().out
