@@ -78,7 +78,7 @@ class Progress:
         self.total, self.done = total, 0
         self.stream = sys.stderr if stream is None else stream
         self.start = time.perf_counter()
-        self.tty = stream.isatty()
+        self.tty = self.stream.isatty()
 
     def step(self, label: str) -> None:
         self.done += 1
