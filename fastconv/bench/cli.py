@@ -154,8 +154,14 @@ def _write_out(path: Path, rows, summary, meta) -> None:
             writer.writeheader()
             writer.writerows(records)
     elif path.suffix == ".md":
-        text = [headline(meta), "", render_markdown(table_cells(rows)), "",
-                *(f"- {line}" for line in summary_lines(summary))]
+        steps = ["| layer | fastconv step ms | torch step ms | speedup |",
+                 "|---|---:|---:|---:|"]
+        steps += [f"| {name} | {ms['fastconv']:.2f} | {ms['torch']:.2f} | "
+                  f"{summary['step_speedups'][name]:.2f}x |"
+                  for name, ms in summary["step_ms"].items()]
+        text = [headline(meta), "", *(f"- {line}" for line in summary_lines(summary)), "",
+                "Training step (forward + backward_input + backward_weight):", "", *steps,
+                "", "Each pass:", "", render_markdown(table_cells(rows))]
         path.write_text("\n".join(text) + "\n")
     else:
         path.write_text(json.dumps({"machine": meta, "summary": summary, "rows": records},

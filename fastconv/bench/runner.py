@@ -180,6 +180,8 @@ def summarize(rows: list[Row]) -> dict:
         "gemm_ratio_median": statistics.median(gemm) if gemm else None,
         "gemm_ratio_max": max(gemm) if gemm else None,
         "step_speedups": speedups,
+        "step_ms": {name: {"fastconv": s["fastconv"], "torch": s["torch"]}
+                    for name, s in steps.items()},
     }
     return summary
 
