@@ -77,8 +77,9 @@ class ConvPlan:
         :func:`get_workspace_limit` (128 MiB).
     algorithm : {"auto", "gemm", "direct"}, optional
         ``"gemm"``: im2col and BLAS GEMMs. ``"direct"``: Numba kernels that convolve each
-        channel directly, for one input channel per group (depthwise). ``"auto"``
-        (default) takes ``"direct"`` wherever it applies.
+        group directly. ``"auto"`` (default) takes ``"direct"`` where the GEMMs would be
+        thin: at most :data:`DIRECT_MAX_GROUP_SIZE` input times output channels per
+        group, depthwise layers among them.
 
     Attributes
     ----------
@@ -182,6 +183,9 @@ class ConvPlan:
         else:
             per_column = partial = 0
             self._tiles = plan_tiles(g.batch, kernel_window, 0, 0, sys.maxsize)
+        #: output positions of the largest tile, all its samples together
+        self._tile_columns = max(((t.last - t.first) * t.columns for t in self._tiles),
+                                 default=0)
         self.workspace_nbytes = partial + max(
             ((t.last - t.first) * (t.columns * per_column + padded) for t in self._tiles),
             default=0)
@@ -253,8 +257,7 @@ class ConvPlan:
         """A flat buffer for the largest tile's columns."""
         if not self._needs_columns:
             return np.empty(0, self.dtype)
-        size = max(((t.last - t.first) * t.columns for t in self._tiles), default=0)
-        return np.empty(self.geometry.col_rows * size, self.dtype)
+        return np.empty(self.geometry.col_rows * self._tile_columns, self.dtype)
 
     # -- the three passes --------------------------------------------------------------
 
@@ -277,22 +280,24 @@ class ConvPlan:
         y = np.empty(self.output_shape, self.dtype)
         if self.algorithm == "direct":
             for tile in self._tiles:  # one tile: the whole batch
-                _kernels.depthwise_forward(self._kernel_input(x, tile), self._flat(weight),
+                _kernels.direct_forward(self._kernel_input(x, tile), self._flat(weight),
                                            tile.window_args, self._five_d_view(y))
         else:
             matrices = self._weight_matrices(weight)
             workspace = self._workspace()
+            product = np.empty(self.geometry.out_channels * self._tile_columns, self.dtype)
             for tile in self._tiles:
                 out = self._grouped(y, tile)  # (samples, groups, out // groups, columns)
+                samples, groups, filters, columns = out.shape
                 if not self._needs_columns:  # one GEMM per sample, straight into y
                     np.matmul(matrices, self._grouped(x, tile), out=out)
-                    continue
-                cols = self._columns(x, tile, workspace)
-                if out.shape[0] == 1:
-                    np.matmul(matrices, cols, out=out[0])
+                elif samples == 1:
+                    np.matmul(matrices, self._columns(x, tile, workspace), out=out[0])
                 else:  # one GEMM for all the tile's samples, then back to batch-major
-                    product = np.matmul(matrices, cols)
-                    out[...] = product.reshape(*product.shape[:2], *out.shape[::3]).transpose(
+                    tile_product = product[:groups * filters * samples * columns].reshape(
+                        groups, filters, samples * columns)
+                    np.matmul(matrices, self._columns(x, tile, workspace), out=tile_product)
+                    out[...] = tile_product.reshape(groups, filters, samples, columns).transpose(
                         2, 0, 1, 3)
         if bias is not None:
             y += bias.reshape((-1,) + (1,) * self.geometry.rank)
@@ -357,9 +362,9 @@ class ConvPlan:
         x = self._array(x, "x", self.input_shape)
         g = self.geometry
         if self.algorithm == "direct":
-            dw = np.zeros((g.out_channels, g.window.kernel_volume), self.dtype)
+            dw = np.zeros((g.out_channels, g.col_rows // g.groups), self.dtype)
             for tile in self._tiles:  # one tile: the whole batch
-                _kernels.depthwise_backward_weight(
+                _kernels.direct_backward_weight(
                     self._five_d_view(np.ascontiguousarray(grad_output)),
                     self._kernel_input(x, tile), tile.window_args, dw)
             return dw.reshape(self.weight_shape)
@@ -367,9 +372,8 @@ class ConvPlan:
         workspace = self._workspace()
         partial = np.empty_like(dw)
         for tile in self._tiles:
-            cols = self._columns(x, tile, workspace)
-            np.matmul(self._channel_major(grad_output, tile), cols.transpose(0, 2, 1),
-                      out=partial)
+            np.matmul(self._channel_major(grad_output, tile),
+                      self._columns(x, tile, workspace).transpose(0, 2, 1), out=partial)
             dw += partial
         return dw.reshape(self.weight_shape)
 
@@ -377,7 +381,7 @@ class ConvPlan:
         g = self.geometry
         dx = np.empty((g.batch, g.in_channels, *self._kernel_input_size), self.dtype)
         for tile in self._tiles:  # one tile: the whole batch
-            _kernels.depthwise_backward_input(
+            _kernels.direct_backward_input(
                 self._five_d_view(np.ascontiguousarray(grad_output)), self._flat(weight),
                 tile.window_args, dx.reshape(*dx.shape[:2], *self._kernel_spatial))
         if self._explicit_padding:
@@ -385,7 +389,8 @@ class ConvPlan:
         return dx
 
     def _flat(self, weight: np.ndarray) -> np.ndarray:
-        """``(out_channels, prod(kernel))``: a depthwise weight as the kernels take it."""
+        """``(out_channels, in_channels // groups * prod(kernel))``, as the direct kernels
+        take a weight."""
         return np.ascontiguousarray(weight).reshape(self.geometry.out_channels, -1)
 
     def _five_d_view(self, output: np.ndarray) -> np.ndarray:
@@ -400,21 +405,20 @@ class ConvPlan:
 
 
 ALGORITHMS = ("auto", "gemm", "direct")
+#: Largest (input channels x output channels) per group for which "auto" picks the direct
+#: kernels: below it each group's GEMM is too thin for BLAS to run near its peak.
+DIRECT_MAX_GROUP_SIZE = 16
 
 
 def _choose_algorithm(requested, geometry: ConvGeometry) -> str:
-    """The plan's algorithm: ``direct`` where each group has one input channel."""
+    """The plan's algorithm: ``direct`` for narrow groups unless asked otherwise."""
     if requested not in ALGORITHMS:
         raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {requested!r}")
-    depthwise = geometry.in_channels == geometry.groups
-    if requested == "direct" and not depthwise:
-        raise ValueError(
-            "algorithm='direct' needs one input channel per group (groups == in_channels), "
-            f"got {geometry.in_channels} channels in {geometry.groups} groups"
-        )
-    if requested == "auto":
-        return "direct" if depthwise else "gemm"
-    return requested
+    if requested != "auto":
+        return requested
+    g = geometry
+    group_size = (g.in_channels // g.groups) * (g.out_channels // g.groups)
+    return "direct" if group_size <= DIRECT_MAX_GROUP_SIZE else "gemm"
 
 
 def _channel_major(piece: np.ndarray) -> np.ndarray:

@@ -33,12 +33,12 @@ def test_plan_passes_equal_the_functional_api():
 
 
 def test_workspace_counts_the_column_matrix_and_the_gemm_output():
-    plan = ConvPlan((2, 3, 8, 8), (5, 3, 3, 3), padding=1, dtype=np.float64)
+    plan = ConvPlan((2, 3, 8, 8), (5, 3, 3, 3), padding=1, dtype=np.float64, algorithm="gemm")
     columns = 2 * 8 * 8
     weight = 5 * 3 * 3 * 3
     assert plan.workspace_nbytes == 8 * (3 * 9 * columns + 5 * columns + weight)
     padded = ConvPlan((2, 3, 8, 8), (5, 3, 3, 3), padding=1, padding_mode="reflect",
-                      dtype=np.float32)
+                      dtype=np.float32, algorithm="gemm")
     # per sample: the padded gradient and the copies that fold the padding back
     assert padded.workspace_nbytes == 4 * (3 * 9 * columns + 5 * columns + weight
                                            + 2 * 4 * 3 * 10 * 10)
@@ -96,8 +96,9 @@ TILING_CASES = [
 def test_tiles_under_a_workspace_limit_give_the_same_results(case, limit):
     """A tiny limit forces slabs of single samples; a larger one groups samples."""
     input_shape, weight_shape, params = TILING_CASES[case]
-    whole = ConvPlan(input_shape, weight_shape, **params)
-    tiled = ConvPlan(input_shape, weight_shape, workspace_limit=limit, **params)
+    whole = ConvPlan(input_shape, weight_shape, algorithm="gemm", **params)
+    tiled = ConvPlan(input_shape, weight_shape, workspace_limit=limit, algorithm="gemm",
+                     **params)
     rng = np.random.default_rng(case)
     x, w = random(rng, input_shape), random(rng, weight_shape)
     dy = random(rng, whole.output_shape)
@@ -130,20 +131,22 @@ def test_workspace_limit_setting():
         fastconv.set_workspace_limit(default)
 
 
-DEPTHWISE_CASES = [
+DIRECT_CASES = [
     ((2, 4, 9, 8), (8, 1, 3, 3), {"padding": 1, "groups": 4}),
     ((2, 3, 12), (3, 1, 4), {"stride": 2, "padding": 3, "dilation": 2, "groups": 3,
                              "padding_mode": "reflect"}),
     ((1, 2, 5, 6, 7), (4, 1, 3, 2, 3), {"stride": (1, 2, 3), "padding": (1, 0, 2), "groups": 2}),
     ((3, 1, 10, 10), (6, 1, 5, 5), {"padding": 2}),  # one input channel: LeNet's first layer
+    ((2, 8, 7, 6), (8, 2, 3, 3), {"padding": 1, "groups": 4, "stride": 2}),  # ResNeXt-like
+    ((2, 6, 9), (4, 6, 3), {"padding": "same", "padding_mode": "circular"}),  # dense
 ]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("case", range(len(DEPTHWISE_CASES)))
-def test_direct_depthwise_kernels_equal_the_gemm_path(case, dtype):
-    input_shape, weight_shape, params = DEPTHWISE_CASES[case]
-    direct = ConvPlan(input_shape, weight_shape, dtype=dtype, **params)
+@pytest.mark.parametrize("case", range(len(DIRECT_CASES)))
+def test_direct_kernels_equal_the_gemm_path(case, dtype):
+    input_shape, weight_shape, params = DIRECT_CASES[case]
+    direct = ConvPlan(input_shape, weight_shape, dtype=dtype, algorithm="direct", **params)
     gemm = ConvPlan(input_shape, weight_shape, dtype=dtype, algorithm="gemm", **params)
     assert direct.algorithm == "direct"
     assert gemm.algorithm == "gemm"
@@ -159,9 +162,9 @@ def test_direct_depthwise_kernels_equal_the_gemm_path(case, dtype):
 def test_algorithm_argument():
     with pytest.raises(ValueError, match="algorithm must be one of"):
         ConvPlan((1, 2, 8), (2, 1, 3), groups=2, algorithm="winograd")
-    with pytest.raises(ValueError, match="algorithm='direct' needs one input channel per group"):
-        ConvPlan((1, 4, 8), (2, 2, 3), groups=2, algorithm="direct")
-    assert ConvPlan((1, 4, 8), (2, 2, 3), groups=2).algorithm == "gemm"
+    assert ConvPlan((1, 4, 8), (4, 2, 3), groups=2).algorithm == "direct"  # 2 x 2 per group
+    assert ConvPlan((1, 8, 8), (8, 8, 3)).algorithm == "gemm"
+    assert ConvPlan((1, 8, 8), (8, 8, 3), algorithm="direct").algorithm == "direct"
 
 
 @pytest.mark.parametrize("padding_mode", ["zeros", "reflect"])

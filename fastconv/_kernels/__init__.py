@@ -5,9 +5,7 @@ as returned by :meth:`fastconv._geometry.Window.kernel_args`. Each kernel runs
 threaded or serially by the amount of work (:class:`fastconv._config.Kernel`).
 """
 
-import math
-
-from . import depthwise as _depthwise
+from . import direct as _direct
 from . import unfold as _unfold
 
 
@@ -21,22 +19,23 @@ def col2im(cols, window_args, x):
     _unfold.col2im(cols.size, cols, *window_args, x)
 
 
-def _depthwise_work(grad_or_y, window_args) -> int:
-    return grad_or_y.size * math.prod(window_args[0])
+def _direct_work(grad_or_y, weight) -> int:
+    """Multiply-adds of a direct pass: each output element takes a weight row."""
+    return grad_or_y.size * weight.shape[1]
 
 
-def depthwise_forward(x, weight, window_args, y):
-    """``y`` ``(N, K, D, H, W)`` = depthwise convolution of ``x`` with ``weight`` ``(K, vol)``."""
-    _depthwise.forward(_depthwise_work(y, window_args), x, weight, *window_args, y)
+def direct_forward(x, weight, window_args, y):
+    """``y`` ``(N, K, D, H, W)`` = grouped convolution of ``x`` with ``weight``
+    ``(K, C/G * vol)``."""
+    _direct.forward(_direct_work(y, weight), x, weight, *window_args, y)
 
 
-def depthwise_backward_input(grad_output, weight, window_args, dx):
+def direct_backward_input(grad_output, weight, window_args, dx):
     """Overwrite ``dx`` ``(N, C, D, H, W)`` with the input gradient."""
-    _depthwise.backward_input(_depthwise_work(grad_output, window_args), grad_output, weight,
-                              *window_args, dx)
+    _direct.backward_input(_direct_work(grad_output, weight), grad_output, weight,
+                           *window_args, dx)
 
 
-def depthwise_backward_weight(grad_output, x, window_args, dw):
-    """Overwrite ``dw`` ``(K, vol)`` with the weight gradient."""
-    _depthwise.backward_weight(_depthwise_work(grad_output, window_args), grad_output, x,
-                               *window_args, dw)
+def direct_backward_weight(grad_output, x, window_args, dw):
+    """Overwrite ``dw`` ``(K, C/G * vol)`` with the weight gradient."""
+    _direct.backward_weight(_direct_work(grad_output, dw), grad_output, x, *window_args, dw)
