@@ -8,12 +8,12 @@ import numpy as np
 
 from .plan import ConvPlan
 
-# One small problem per code path: the im2col GEMM path (its two column layouts, with
-# and without explicit padding), the 1x1 path and the depthwise kernels.
+# One small problem per code path: the im2col GEMM path (with implicit and explicit
+# padding), the 1x1 GEMM path and the direct kernels.
 _PROBLEMS = (
-    ((1, 2, 5, 5), (2, 2, 3, 3), {"padding": 1}),
-    ((1, 2, 5, 5), (2, 2, 3, 3), {"padding": 1, "padding_mode": "reflect"}),
-    ((1, 2, 5, 5), (2, 2, 1, 1), {}),
+    ((1, 8, 5, 5), (8, 8, 3, 3), {"padding": 1}),
+    ((1, 8, 5, 5), (8, 8, 3, 3), {"padding": 1, "padding_mode": "reflect"}),
+    ((1, 8, 5, 5), (8, 8, 1, 1), {}),
     ((1, 2, 5, 5), (2, 1, 3, 3), {"padding": 1, "groups": 2}),
 )
 
