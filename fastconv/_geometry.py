@@ -127,13 +127,19 @@ class Window:
 
     def kernel_args(self) -> tuple[tuple[int, int, int], ...]:
         """``(kernel, stride, dilation, pad_low, output)`` as 3-tuples for the kernels."""
-        lead = KERNEL_RANK - self.rank
+        lead = (0,) * (KERNEL_RANK - self.rank)
+        return (three_d(self.kernel_size), three_d(self.stride), three_d(self.dilation),
+                (*lead, *self.pad_low), three_d(self.output_size))
 
-        def widen(values, fill):
-            return (fill,) * lead + tuple(values)
 
-        return (widen(self.kernel_size, 1), widen(self.stride, 1), widen(self.dilation, 1),
-                widen(self.pad_low, 0), widen(self.output_size, 1))
+def three_d(size) -> tuple[int, ...]:
+    """A spatial size with singleton dimensions prepended up to three, as kernels see it."""
+    return (1,) * (KERNEL_RANK - len(size)) + tuple(size)
+
+
+def five_d(shape) -> tuple[int, ...]:
+    """``(N, C, *spatial)`` with singleton spatial dimensions prepended up to three."""
+    return (*shape[:2], *three_d(shape[2:]))
 
 
 def output_length(size: int, kernel: int, stride: int, dilation: int, pad_low: int,

@@ -12,8 +12,15 @@ import numpy as np
 
 from . import _kernels
 from ._arrays import as_float_array, float_arrays
-from ._geometry import conv_geometry, fold_rank, positive_tuple, unfold_window, weight_rank
-from .plan import ConvPlan, _five_d
+from ._geometry import (
+    conv_geometry,
+    five_d,
+    fold_rank,
+    positive_tuple,
+    unfold_window,
+    weight_rank,
+)
+from .plan import ConvPlan
 
 __all__ = [
     "col2im",
@@ -136,7 +143,7 @@ def im2col(x, kernel_size, *, stride=1, padding=0, dilation=1) -> np.ndarray:
                            dilation=dilation)
     batch, channels = x.shape[:2]
     cols = np.empty((batch, channels * window.kernel_volume, window.output_volume), x.dtype)
-    _kernels.im2col(np.ascontiguousarray(x).reshape(_five_d(x.shape)), window.kernel_args(),
+    _kernels.im2col(np.ascontiguousarray(x).reshape(five_d(x.shape)), window.kernel_args(),
                     cols.transpose(1, 0, 2))
     return cols
 
@@ -184,7 +191,7 @@ def col2im(cols, output_size, kernel_size, *, stride=1, padding=0, dilation=1) -
         )
     images = np.zeros((cols.shape[0], cols.shape[1] // volume, *output_size), cols.dtype)
     _kernels.col2im(np.ascontiguousarray(cols.transpose(1, 0, 2)), window.kernel_args(),
-                    images.reshape(_five_d(images.shape)))
+                    images.reshape(five_d(images.shape)))
     return images
 
 

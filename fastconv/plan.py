@@ -24,7 +24,15 @@ import numpy as np
 
 from . import _kernels
 from ._arrays import as_float_array, as_float_dtype, check_array
-from ._geometry import ConvGeometry, Tile, as_int, conv_geometry, plan_tiles, transpose_geometry
+from ._geometry import (
+    ConvGeometry,
+    Tile,
+    as_int,
+    conv_geometry,
+    plan_tiles,
+    three_d,
+    transpose_geometry,
+)
 from ._padding import pad, pad_adjoint
 
 #: Default cap on a plan's workspace, in bytes; see :func:`set_workspace_limit`.
@@ -156,8 +164,8 @@ class ConvPlan:
         kernel_window = window.without_padding() if g.needs_explicit_padding else window
         self._explicit_padding = g.needs_explicit_padding
         self._kernel_input_size = kernel_window.input_size
-        self._kernel_spatial = _three_d(kernel_window.input_size)
-        self._output_spatial = _three_d(window.output_size)
+        self._kernel_spatial = three_d(kernel_window.input_size)
+        self._output_spatial = three_d(window.output_size)
         self.algorithm = _choose_algorithm(algorithm, g)
         # A 1x1 window that visits every input position once needs no im2col, and the
         # direct kernels need none at all.
@@ -435,12 +443,3 @@ def _by_sample(cols: np.ndarray, samples: int, columns: int) -> np.ndarray:
     """A flat column buffer as the ``(rows, samples, columns)`` array the kernels take."""
     return cols.reshape(-1, samples, columns)
 
-
-def _three_d(size) -> tuple[int, ...]:
-    """A spatial size with singleton dimensions prepended up to three."""
-    return (1,) * (3 - len(size)) + tuple(size)
-
-
-def _five_d(shape) -> tuple[int, ...]:
-    """``(N, C, *spatial)`` with singleton spatial dimensions prepended up to three."""
-    return (*shape[:2], *_three_d(shape[2:]))
