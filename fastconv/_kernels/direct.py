@@ -17,16 +17,19 @@ from .unfold import _offset_spans
 
 
 @jit(inline=True)
-def _spans(kernel, stride, dilation, pad_low, input_size, output_size):
-    """``_offset_spans`` of every kernel offset, as a ``(volume, 9)`` table."""
+def _layout(weight_columns, channels, out_channels, kernel, stride, dilation, pad_low,
+            input_size, output_size):
+    """Kernel volume, input and output channels per group, and the ``_offset_spans`` of
+    every kernel offset as a ``(volume, 9)`` table."""
     volume = kernel[0] * kernel[1] * kernel[2]
+    group_channels = weight_columns // volume
     table = np.empty((volume, 9), np.int64)
     for offset in range(volume):
         spans = _offset_spans(offset, kernel, stride, dilation, pad_low, input_size,
                               output_size)
         for i in range(9):
             table[offset, i] = spans[i]
-    return table
+    return volume, group_channels, out_channels * group_channels // channels, table
 
 
 @jit(parallel=True)
@@ -34,11 +37,10 @@ def forward(x, weight, kernel, stride, dilation, pad_low, output_size, y):
     # Overwrites y. Each (sample, output channel) is one task: no races.
     batch, channels, depth, height, width = x.shape
     out_channels = y.shape[1]
-    volume = kernel[0] * kernel[1] * kernel[2]
-    group_channels = weight.shape[1] // volume
-    group_out = out_channels * group_channels // channels
+    volume, group_channels, group_out, table = _layout(
+        weight.shape[1], channels, out_channels, kernel, stride, dilation, pad_low,
+        (depth, height, width), output_size)
     sd, sh, sw = stride
-    table = _spans(kernel, stride, dilation, pad_low, (depth, height, width), output_size)
     for task in prange(batch * out_channels):
         n = task // out_channels
         k = task % out_channels
@@ -68,11 +70,10 @@ def backward_input(grad_output, weight, kernel, stride, dilation, pad_low, outpu
     # Overwrites dx. Each (sample, input channel) is one task: no races.
     batch, channels, depth, height, width = dx.shape
     out_channels = grad_output.shape[1]
-    volume = kernel[0] * kernel[1] * kernel[2]
-    group_channels = weight.shape[1] // volume
-    group_out = out_channels * group_channels // channels
+    volume, group_channels, group_out, table = _layout(
+        weight.shape[1], channels, out_channels, kernel, stride, dilation, pad_low,
+        (depth, height, width), output_size)
     sd, sh, sw = stride
-    table = _spans(kernel, stride, dilation, pad_low, (depth, height, width), output_size)
     for task in prange(batch * channels):
         n = task // channels
         c = task % channels
@@ -104,12 +105,11 @@ def backward_weight(grad_output, x, kernel, stride, dilation, pad_low, output_si
     # Overwrites dw (K, group_channels * volume). Each output channel is one task.
     batch, channels, depth, height, width = x.shape
     out_channels = grad_output.shape[1]
-    volume = kernel[0] * kernel[1] * kernel[2]
-    group_channels = dw.shape[1] // volume
-    group_out = out_channels * group_channels // channels
+    volume, group_channels, group_out, table = _layout(
+        dw.shape[1], channels, out_channels, kernel, stride, dilation, pad_low,
+        (depth, height, width), output_size)
     sd, sh, sw = stride
     ow = output_size[2]
-    table = _spans(kernel, stride, dilation, pad_low, (depth, height, width), output_size)
     for k in prange(out_channels):
         # Products are summed lane-wise over output columns first, which vectorises,
         # then across the lanes.
