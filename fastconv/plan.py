@@ -285,28 +285,8 @@ class ConvPlan:
         weight = self._array(weight, "weight", self.weight_shape)
         if bias is not None:
             bias = self._array(bias, "bias", (self.geometry.out_channels,))
-        y = np.empty(self.output_shape, self.dtype)
-        if self.algorithm == "direct":
-            for tile in self._tiles:  # one tile: the whole batch
-                _kernels.direct_forward(self._kernel_input(x, tile), self._flat(weight),
-                                           tile.window_args, self._five_d_view(y))
-        else:
-            matrices = self._weight_matrices(weight)
-            workspace = self._workspace()
-            product = np.empty(self.geometry.out_channels * self._tile_columns, self.dtype)
-            for tile in self._tiles:
-                out = self._grouped(y, tile)  # (samples, groups, out // groups, columns)
-                samples, groups, filters, columns = out.shape
-                if not self._needs_columns:  # one GEMM per sample, straight into y
-                    np.matmul(matrices, self._grouped(x, tile), out=out)
-                elif samples == 1:
-                    np.matmul(matrices, self._columns(x, tile, workspace), out=out[0])
-                else:  # one GEMM for all the tile's samples, then back to batch-major
-                    tile_product = product[:groups * filters * samples * columns].reshape(
-                        groups, filters, samples * columns)
-                    np.matmul(matrices, self._columns(x, tile, workspace), out=tile_product)
-                    out[...] = tile_product.reshape(groups, filters, samples, columns).transpose(
-                        2, 0, 1, 3)
+        run = self._direct_forward if self.algorithm == "direct" else self._gemm_forward
+        y = run(x, weight)
         if bias is not None:
             y += bias.reshape((-1,) + (1,) * self.geometry.rank)
         return y
@@ -323,9 +303,56 @@ class ConvPlan:
         """
         grad_output = self._array(grad_output, "grad_output", self.output_shape)
         weight = self._array(weight, "weight", self.weight_shape)
+        run = (self._direct_backward_input if self.algorithm == "direct"
+               else self._gemm_backward_input)
+        return run(grad_output, weight)
+
+    def backward_weight(self, grad_output, x) -> np.ndarray:
+        """Gradient of the loss with respect to ``weight``, shape ``weight_shape``.
+
+        Parameters
+        ----------
+        grad_output : array_like
+            Gradient with respect to the output, shape ``output_shape``.
+        x : array_like
+            The input of the forward pass, shape ``input_shape``.
+        """
+        grad_output = self._array(grad_output, "grad_output", self.output_shape)
+        x = self._array(x, "x", self.input_shape)
+        run = (self._direct_backward_weight if self.algorithm == "direct"
+               else self._gemm_backward_weight)
+        return run(grad_output, x).reshape(self.weight_shape)
+
+    def backward_bias(self, grad_output) -> np.ndarray:
+        """Gradient of the loss with respect to ``bias``: ``grad_output`` summed over all
+        but the channel axis."""
+        grad_output = self._array(grad_output, "grad_output", self.output_shape)
+        return grad_output.sum(axis=(0, *range(2, grad_output.ndim)))
+
+    # -- the GEMM algorithm ------------------------------------------------------------
+
+    def _gemm_forward(self, x, weight) -> np.ndarray:
+        y = np.empty(self.output_shape, self.dtype)
+        matrices = self._weight_matrices(weight)
+        workspace = self._workspace()
+        product = np.empty(self.geometry.out_channels * self._tile_columns, self.dtype)
+        for tile in self._tiles:
+            out = self._grouped(y, tile)  # (samples, groups, out // groups, columns)
+            samples, groups, filters, columns = out.shape
+            if not self._needs_columns:  # one GEMM per sample, straight into y
+                np.matmul(matrices, self._grouped(x, tile), out=out)
+            elif samples == 1:
+                np.matmul(matrices, self._columns(x, tile, workspace), out=out[0])
+            else:  # one GEMM for all the tile's samples, then back to batch-major
+                tile_product = product[:groups * filters * samples * columns].reshape(
+                    groups, filters, samples * columns)
+                np.matmul(matrices, self._columns(x, tile, workspace), out=tile_product)
+                out[...] = tile_product.reshape(groups, filters, samples, columns).transpose(
+                    2, 0, 1, 3)
+        return y
+
+    def _gemm_backward_input(self, grad_output, weight) -> np.ndarray:
         g = self.geometry
-        if self.algorithm == "direct":
-            return self._direct_backward_input(grad_output, weight)
         transposed = self._weight_matrices(weight).transpose(0, 2, 1)
         dx = np.empty(self.input_shape, self.dtype)
         if not self._needs_columns:  # dx has the output's spatial shape
@@ -356,26 +383,8 @@ class ConvPlan:
                                              g.padding_mode)
         return dx
 
-    def backward_weight(self, grad_output, x) -> np.ndarray:
-        """Gradient of the loss with respect to ``weight``, shape ``weight_shape``.
-
-        Parameters
-        ----------
-        grad_output : array_like
-            Gradient with respect to the output, shape ``output_shape``.
-        x : array_like
-            The input of the forward pass, shape ``input_shape``.
-        """
-        grad_output = self._array(grad_output, "grad_output", self.output_shape)
-        x = self._array(x, "x", self.input_shape)
+    def _gemm_backward_weight(self, grad_output, x) -> np.ndarray:
         g = self.geometry
-        if self.algorithm == "direct":
-            dw = np.zeros((g.out_channels, g.col_rows // g.groups), self.dtype)
-            for tile in self._tiles:  # one tile: the whole batch
-                _kernels.direct_backward_weight(
-                    self._five_d_view(np.ascontiguousarray(grad_output)),
-                    self._kernel_input(x, tile), tile.window_args, dw)
-            return dw.reshape(self.weight_shape)
         dw = np.zeros((g.groups, g.out_channels // g.groups, g.col_rows // g.groups), self.dtype)
         workspace = self._workspace()
         partial = np.empty_like(dw)
@@ -383,18 +392,36 @@ class ConvPlan:
             np.matmul(self._channel_major(grad_output, tile),
                       self._columns(x, tile, workspace).transpose(0, 2, 1), out=partial)
             dw += partial
-        return dw.reshape(self.weight_shape)
+        return dw
+
+    # -- the direct algorithm: one tile, the whole batch -----------------------------------
+
+    def _direct_forward(self, x, weight) -> np.ndarray:
+        y = np.empty(self.output_shape, self.dtype)
+        for tile in self._tiles:
+            _kernels.direct_forward(self._kernel_input(x, tile), self._flat(weight),
+                                    tile.window_args, self._five_d_view(y))
+        return y
 
     def _direct_backward_input(self, grad_output, weight) -> np.ndarray:
         g = self.geometry
         dx = np.empty((g.batch, g.in_channels, *self._kernel_input_size), self.dtype)
-        for tile in self._tiles:  # one tile: the whole batch
+        for tile in self._tiles:
             _kernels.direct_backward_input(
                 self._five_d_view(np.ascontiguousarray(grad_output)), self._flat(weight),
                 tile.window_args, dx.reshape(*dx.shape[:2], *self._kernel_spatial))
         if self._explicit_padding:
             dx = pad_adjoint(dx, g.window.pad_low, g.window.pad_high, g.padding_mode)
         return dx
+
+    def _direct_backward_weight(self, grad_output, x) -> np.ndarray:
+        g = self.geometry
+        dw = np.zeros((g.out_channels, g.col_rows // g.groups), self.dtype)
+        for tile in self._tiles:
+            _kernels.direct_backward_weight(
+                self._five_d_view(np.ascontiguousarray(grad_output)),
+                self._kernel_input(x, tile), tile.window_args, dw)
+        return dw
 
     def _flat(self, weight: np.ndarray) -> np.ndarray:
         """``(out_channels, in_channels // groups * prod(kernel))``, as the direct kernels
@@ -404,12 +431,6 @@ class ConvPlan:
     def _five_d_view(self, output: np.ndarray) -> np.ndarray:
         """A C-contiguous ``(N, K, *out)`` array as ``(N, K, od, oh, ow)``."""
         return output.reshape(*output.shape[:2], *self._output_spatial)
-
-    def backward_bias(self, grad_output) -> np.ndarray:
-        """Gradient of the loss with respect to ``bias``: ``grad_output`` summed over all
-        but the channel axis."""
-        grad_output = self._array(grad_output, "grad_output", self.output_shape)
-        return grad_output.sum(axis=(0, *range(2, grad_output.ndim)))
 
 
 ALGORITHMS = ("auto", "gemm", "direct")
