@@ -364,6 +364,90 @@ def fold_rank(output_size, kernel_size) -> int:
     return 2
 
 
+def pool_window(input_size, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+                input_name="x") -> Window:
+    """Validate the arguments of a pooling operator and derive its window, as torch does.
+
+    ``stride=None`` (or an empty sequence) means ``kernel_size``. Padding may be at most
+    half the kernel size. With ``ceil_mode`` the output length rounds up, except that
+    the last window must start inside the input or its low padding; ``pad_high`` is then
+    what that window reads past the input.
+    """
+    rank = len(input_size)
+    kernel_size = positive_tuple(kernel_size, rank, "kernel_size")
+    if stride is None or (isinstance(stride, Sequence) and len(stride) == 0):
+        stride = kernel_size
+    else:
+        stride = positive_tuple(stride, rank, "stride")
+    dilation = positive_tuple(dilation, rank, "dilation")
+    padding = nonnegative_tuple(padding, rank, "padding")
+    if not isinstance(ceil_mode, bool):
+        raise TypeError(f"ceil_mode must be a bool, got {ceil_mode!r}")
+    for k, p in zip(kernel_size, padding):
+        if p > k // 2:
+            raise ValueError(
+                f"padding must be at most half of kernel_size, got padding={padding}, "
+                f"kernel_size={kernel_size}"
+            )
+    output_size, pad_high = [], []
+    for dim, (n, k, s, d, p) in enumerate(zip(input_size, kernel_size, stride, dilation,
+                                              padding)):
+        span = d * (k - 1) + 1
+        length = (n + 2 * p - span + (s - 1 if ceil_mode else 0)) // s + 1
+        if ceil_mode and (length - 1) * s >= n + p:
+            length -= 1
+        if length < 1:
+            raise ValueError(
+                f"{input_name} is too small: spatial dimension {dim} has size {n} "
+                f"({n + 2 * p} after padding), smaller than the dilated kernel size {span} "
+                f"(kernel {k}, dilation {d})"
+            )
+        for start in range(-p, 0, s):  # only windows starting in the padding can miss x
+            if not any(0 <= start + j * d < n for j in range(k)):
+                raise ValueError(
+                    f"every window must read an element of {input_name}, but with "
+                    f"padding={padding} and dilation={dilation} the window at {start} "
+                    f"of spatial dimension {dim} (size {n}) reads only padding"
+                )
+        output_size.append(length)
+        pad_high.append(max(0, (length - 1) * s - p + span - n))
+    return Window(tuple(input_size), kernel_size, stride, dilation, padding, tuple(pad_high),
+                  tuple(output_size))
+
+
+def pool_divisors(window: Window, count_include_pad: bool) -> tuple[tuple[int, ...], ...]:
+    """Per dimension and output position, the count an average divides by: the window's
+    extent clipped to the padded input, or to the input alone without
+    ``count_include_pad``. The divisor of a window is the product over dimensions."""
+    divisors = []
+    for n, k, s, p, length in zip(window.input_size, window.kernel_size, window.stride,
+                                  window.pad_low, window.output_size):
+        counts = []
+        for o in range(length):
+            start = o * s - p
+            stop = min(start + k, n + p)
+            if not count_include_pad:
+                start, stop = max(start, 0), min(stop, n)
+            counts.append(stop - start)
+        divisors.append(tuple(counts))
+    return tuple(divisors)
+
+
+def pool_input_shape(shape, rank: int, name: str) -> tuple[int, ...]:
+    """Check a pooling input ``(N, C, *spatial)`` or unbatched ``(C, *spatial)``."""
+    shape = _shape(shape, f"{name} shape")
+    if len(shape) not in (rank + 1, rank + 2):
+        raise ValueError(
+            f"{name} must have {rank + 1} or {rank + 2} dimensions ((C, *spatial) or "
+            f"(N, C, *spatial)) for a {rank}-d pooling, got shape {shape}"
+        )
+    if min(shape[-rank - 1:]) == 0:
+        raise ValueError(
+            f"{name} must have non-empty channel and spatial dimensions, got shape {shape}"
+        )
+    return shape
+
+
 @dataclass(frozen=True)
 class Tile:
     """A piece of a convolution's output that fits in the workspace.

@@ -125,3 +125,63 @@ def unfold(x, kernel, *, stride, padding, dilation):
             if None not in index:
                 cols[:, :, row, column] = x[(slice(None), slice(None), *index)]
     return cols.reshape(batch, channels * len(offsets), len(positions))
+
+
+def pool_output_size(size, kernel, stride, padding, dilation, ceil_mode):
+    """torch's pooling output length per dimension, from its definition."""
+    out = []
+    for n, k, s, p, d in zip(size, kernel, stride, padding, dilation):
+        reach = n + 2 * p - d * (k - 1) - 1
+        length = (-(-reach // s) if ceil_mode else reach // s) + 1
+        if ceil_mode and (length - 1) * s >= n + p:  # the last window must start inside
+            length -= 1
+        out.append(length)
+    return tuple(out)
+
+
+def max_pool(x, kernel, *, stride, padding, dilation, ceil_mode):
+    """Maxima and flat plane indices, scanning each window row-major: a value replaces
+    the best so far if it is larger or NaN."""
+    size = x.shape[2:]
+    out_size = pool_output_size(size, kernel, stride, padding, dilation, ceil_mode)
+    values = np.empty((*x.shape[:2], *out_size), x.dtype)
+    indices = np.empty(values.shape, np.int64)
+    for lead in itertools.product(*map(range, x.shape[:2])):
+        for out in itertools.product(*map(range, out_size)):
+            best, where = -np.inf, None
+            for offset in itertools.product(*map(range, kernel)):
+                position = tuple(o * s - p + j * d for o, s, p, j, d in
+                                 zip(out, stride, padding, offset, dilation))
+                if not all(0 <= i < n for i, n in zip(position, size)):
+                    continue
+                value = x[(*lead, *position)]
+                if where is None:
+                    where = position
+                if value > best or np.isnan(value):
+                    best, where = value, position
+            values[(*lead, *out)] = best
+            indices[(*lead, *out)] = np.ravel_multi_index(where, size)
+    return values, indices
+
+
+def avg_pool(x, kernel, *, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    """Window sums over the input elements, divided by the override, by the window's
+    extent within the padded input, or by its count of input elements."""
+    size = x.shape[2:]
+    out_size = pool_output_size(size, kernel, stride, padding, (1,) * len(size), ceil_mode)
+    y = np.zeros((*x.shape[:2], *out_size), x.dtype)
+    for out in itertools.product(*map(range, out_size)):
+        starts = [o * s - p for o, s, p in zip(out, stride, padding)]
+        padded = [min(a + k, n + p) - a for a, k, n, p in zip(starts, kernel, size, padding)]
+        inside = [range(max(a, 0), min(a + k, n)) for a, k, n in zip(starts, kernel, size)]
+        total = np.zeros(x.shape[:2], x.dtype)
+        for position in itertools.product(*inside):
+            total += x[(slice(None), slice(None), *position)]
+        if divisor_override is not None:
+            divisor = divisor_override
+        elif count_include_pad:
+            divisor = int(np.prod(padded))
+        else:
+            divisor = int(np.prod([len(r) for r in inside]))
+        y[(slice(None), slice(None), *out)] = total / x.dtype.type(divisor)
+    return y

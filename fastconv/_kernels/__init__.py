@@ -6,6 +6,7 @@ threaded or serially by the amount of work (:class:`fastconv._config.Kernel`).
 """
 
 from . import direct as _direct
+from . import pool as _pool
 from . import unfold as _unfold
 
 
@@ -39,3 +40,14 @@ def direct_backward_input(grad_output, weight, window_args, dx):
 def direct_backward_weight(grad_output, x, window_args, dw):
     """Overwrite ``dw`` ``(K, C/G * vol)`` with the weight gradient."""
     _direct.backward_weight(_direct_work(grad_output, dw), grad_output, x, *window_args, dw)
+
+
+def max_over_windows(cols, positions, values, indices):
+    """Max pooling of ``cols`` ``(volume, planes, L)``: overwrite ``values`` and the flat
+    input ``indices`` of the winners, both ``(planes, L)``."""
+    _pool.max_over_windows(cols.size, cols, positions, values, indices)
+
+
+def scatter_add(grad, indices, dx):
+    """``dx[m, indices[m, l]] += grad[m, l]``; ``indices`` must lie in ``dx``'s rows."""
+    _pool.scatter_add(grad.size, grad, indices, dx)
