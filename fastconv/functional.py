@@ -35,6 +35,8 @@ __all__ = [
     "conv_transpose1d",
     "conv_transpose2d",
     "conv_transpose3d",
+    "conv_transpose_backward_input",
+    "conv_transpose_backward_weight",
     "im2col",
 ]
 
@@ -420,6 +422,92 @@ def conv_transpose(x, weight, bias=None, *, stride=1, padding=0, output_padding=
     if bias is not None:
         y += bias.reshape((-1,) + (1,) * rank)
     return y[0] if unbatched else y
+
+
+def conv_transpose_backward_input(grad_output, weight, input_shape, *, stride=1, padding=0,
+                                  output_padding=0, groups=1, dilation=1) -> np.ndarray:
+    """Gradient of a transposed convolution with respect to its input.
+
+    The transposed convolution is the adjoint of a convolution, so this is that
+    convolution: im2col of ``grad_output`` and a GEMM with the weight.
+
+    Parameters
+    ----------
+    grad_output : array_like
+        ``(N, out_channels, *out)``: the loss gradient with respect to the output of
+        :func:`conv_transpose`.
+    weight : array_like
+        ``(in_channels, out_channels // groups, *kernel_size)``.
+    input_shape : tuple of int
+        The forward pass's batched input shape ``(N, in_channels, *spatial)``.
+    stride, padding, output_padding, groups, dilation
+        The forward pass's arguments (see :func:`conv_transpose`).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``input_shape``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastconv
+    >>> w = np.ones((1, 1, 2, 2))
+    >>> fastconv.conv_transpose_backward_input(np.ones((1, 1, 4, 4)), w, (1, 1, 2, 2),
+    ...                                        stride=2)[0, 0]
+    array([[4., 4.],
+           [4., 4.]])
+    """
+    grad_output, weight = float_arrays(grad_output=grad_output, weight=weight)
+    plan = _plan(_transpose_plan, _shape_tuple(input_shape, "input_shape"), weight.shape,
+                 weight.dtype, stride, padding, output_padding, groups, dilation)
+    _require_shape(grad_output, "grad_output", plan.input_shape)
+    return plan.forward(grad_output, weight)
+
+
+def conv_transpose_backward_weight(grad_output, x, weight_shape, *, stride=1, padding=0,
+                                   output_padding=0, groups=1, dilation=1) -> np.ndarray:
+    """Gradient of a transposed convolution with respect to its weight.
+
+    It is the weight gradient of the convolution the transposed one is the adjoint of,
+    with ``x`` and ``grad_output`` in swapped roles.
+
+    Parameters
+    ----------
+    grad_output : array_like
+        ``(N, out_channels, *out)``.
+    x : array_like
+        The forward pass's batched input ``(N, in_channels, *spatial)``.
+    weight_shape : tuple of int
+        ``(in_channels, out_channels // groups, *kernel_size)``.
+    stride, padding, output_padding, groups, dilation
+        The forward pass's arguments (see :func:`conv_transpose`).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``weight_shape``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastconv
+    >>> x = np.ones((1, 1, 2, 2))
+    >>> fastconv.conv_transpose_backward_weight(np.ones((1, 1, 4, 4)), x, (1, 1, 2, 2),
+    ...                                         stride=2)[0, 0]
+    array([[4., 4.],
+           [4., 4.]])
+    """
+    grad_output, x = float_arrays(grad_output=grad_output, x=x)
+    plan = _plan(_transpose_plan, x.shape, _shape_tuple(weight_shape, "weight_shape"), x.dtype,
+                 stride, padding, output_padding, groups, dilation)
+    _require_shape(grad_output, "grad_output", plan.input_shape)
+    return plan.backward_weight(x, grad_output)
+
+
+def _require_shape(array: np.ndarray, name: str, shape: tuple) -> None:
+    if array.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {array.shape}")
 
 
 def _fixed_rank(function, rank: int):

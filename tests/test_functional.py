@@ -179,6 +179,29 @@ def test_conv_transpose_gradients_are_conv_and_backward_weight(rank, case, dtype
                  label=f"conv_transpose dw rank{rank} {case}")
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("case", list(TRANSPOSE_CASES))
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_conv_transpose_backward_functions_match_torch(rank, case, dtype):
+    params = {k: v[:rank] if isinstance(v, tuple) else v
+              for k, v in TRANSPOSE_CASES[case].items()}
+    groups = params.get("groups", 1)
+    rng = np.random.default_rng(6)
+    size, kernel = SPATIAL[rank]
+    x = random(rng, (BATCH, CHANNELS, *size), dtype)
+    w = random(rng, (CHANNELS, 6 // groups if groups < CHANNELS else 2, *kernel), dtype)
+    dy = random(rng, fastconv.conv_transpose(x, w, **params).shape, dtype)
+    _, expected_dx, expected_dw = torch_conv_transpose_passes(x, w, None, dy, **params)
+    _, magnitude_dx, magnitude_dw = torch_conv_transpose_passes(np.abs(x), np.abs(w), None,
+                                                                np.abs(dy), **params)
+    dx = fastconv.conv_transpose_backward_input(dy, w, x.shape, **params)
+    dw = fastconv.conv_transpose_backward_weight(dy, x, w.shape, **params)
+    assert_close(dx, expected_dx, magnitude_dx, w.shape[1] * math.prod(kernel),
+                 label=f"conv_transpose_backward_input rank{rank} {case}")
+    assert_close(dw, expected_dw, magnitude_dw, BATCH * math.prod(size),
+                 label=f"conv_transpose_backward_weight rank{rank} {case}")
+
+
 # -- arrays: dtypes, layouts, array-likes ------------------------------------------------
 
 

@@ -106,6 +106,12 @@ BAD_INPUT = [
     (lambda: fastconv.ConvPlan((2, 0, 8, 8), (6, 2, 3, 3), groups=2), ValueError,
      "input_shape must have non-empty channel and spatial dimensions"),
     (lambda: fastconv.conv1d(X, W), ValueError, "conv1d needs a weight with 3 dimensions"),
+    (lambda: fastconv.conv_transpose_backward_input(np.zeros((2, 2, 9, 9)),
+                                                    np.zeros((4, 2, 3, 3)), X.shape), ValueError,
+     r"grad_output must have shape \(2, 2, 10, 10\), got \(2, 2, 9, 9\)"),
+    (lambda: fastconv.conv_transpose_backward_weight(np.zeros((2, 2, 10, 10)), X,
+                                                     (4, 2, 3)), ValueError,
+     "x must have 3 dimensions"),
     # pooling
     (lambda: fastconv.max_pool2d(np.zeros((8, 8)), 2), ValueError,
      r"x must have 3 or 4 dimensions \(\(C, \*spatial\) or \(N, C, \*spatial\)\) for a "
