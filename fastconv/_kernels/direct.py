@@ -13,22 +13,16 @@ import numpy as np
 from numba import prange
 
 from .._config import jit
-from .unfold import _offset_spans
+from .unfold import _span_table
 
 
 @jit(inline=True)
 def _layout(weight_columns, channels, out_channels, kernel, stride, dilation, pad_low,
             input_size, output_size):
-    """Kernel volume, input and output channels per group, and the ``_offset_spans`` of
-    every kernel offset as a ``(volume, 9)`` table."""
-    volume = kernel[0] * kernel[1] * kernel[2]
+    """Kernel volume, input and output channels per group, and the span table."""
+    table = _span_table(kernel, stride, dilation, pad_low, input_size, output_size)
+    volume = table.shape[0]
     group_channels = weight_columns // volume
-    table = np.empty((volume, 9), np.int64)
-    for offset in range(volume):
-        spans = _offset_spans(offset, kernel, stride, dilation, pad_low, input_size,
-                              output_size)
-        for i in range(9):
-            table[offset, i] = spans[i]
     return volume, group_channels, out_channels * group_channels // channels, table
 
 

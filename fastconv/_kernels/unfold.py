@@ -12,6 +12,7 @@ Zero padding is implicit: positions outside the input are skipped by index range
 computed once per kernel offset, so no branch runs per element.
 """
 
+import numpy as np
 from numba import prange
 
 from .._config import jit
@@ -49,20 +50,33 @@ def _offset_spans(offset, kernel, stride, dilation, pad_low, input_size, output_
     return d_lo, d_hi, h_lo, h_hi, w_lo, w_hi, z0, y0, x0
 
 
+@jit(inline=True)
+def _span_table(kernel, stride, dilation, pad_low, input_size, output_size):
+    """``_offset_spans`` of every kernel offset, as a ``(volume, 9)`` table: computed once
+    per call, as the integer divisions in it cost more than a short row's copy."""
+    volume = kernel[0] * kernel[1] * kernel[2]
+    table = np.empty((volume, 9), np.int64)
+    for offset in range(volume):
+        spans = _offset_spans(offset, kernel, stride, dilation, pad_low, input_size,
+                              output_size)
+        for i in range(9):
+            table[offset, i] = spans[i]
+    return table
+
+
 @jit(parallel=True)
 def im2col(x, kernel, stride, dilation, pad_low, output_size, cols):
     batch, channels, depth, height, width = x.shape
     od, oh, ow = output_size
     sd, sh, sw = stride
-    volume = kernel[0] * kernel[1] * kernel[2]
-    rows = channels * volume
-    for task in prange(batch * rows):
+    table = _span_table(kernel, stride, dilation, pad_low, (depth, height, width), output_size)
+    volume = table.shape[0]
+    for task in prange(batch * channels * volume):
         row = task // batch
         n = task % batch
-        d_lo, d_hi, h_lo, h_hi, w_lo, w_hi, z0, y0, x0 = _offset_spans(
-            row % volume, kernel, stride, dilation, pad_low, (depth, height, width), output_size
-        )
         c = row // volume
+        offset = row % volume
+        d_lo, d_hi, h_lo, h_hi, w_lo, w_hi, z0, y0, x0 = table[offset]
         # Elements are indexed in the full arrays: a view per output row would cost
         # more than the row's copy when rows are short.
         for a in range(od):
@@ -92,15 +106,14 @@ def col2im(cols, kernel, stride, dilation, pad_low, output_size, x):
     batch, channels, depth, height, width = x.shape
     _, oh, ow = output_size
     sd, sh, sw = stride
-    volume = kernel[0] * kernel[1] * kernel[2]
+    table = _span_table(kernel, stride, dilation, pad_low, (depth, height, width), output_size)
+    volume = table.shape[0]
     for task in prange(batch * channels):
         n = task // channels
         c = task % channels
         for offset in range(volume):
             row = c * volume + offset
-            d_lo, d_hi, h_lo, h_hi, w_lo, w_hi, z0, y0, x0 = _offset_spans(
-                offset, kernel, stride, dilation, pad_low, (depth, height, width), output_size
-            )
+            d_lo, d_hi, h_lo, h_hi, w_lo, w_hi, z0, y0, x0 = table[offset]
             for a in range(d_lo, d_hi):
                 for b in range(h_lo, h_hi):
                     z = a * sd + z0
