@@ -38,8 +38,9 @@ _cache_failures: list[str] = []
 
 
 #: Below this many elements of work a kernel runs serially: starting the threads of a
-#: parallel region costs tens of microseconds, more than small calls take in all.
-PARALLEL_MIN_WORK = 1 << 15
+#: parallel region costs tens to hundreds of microseconds (more while BLAS threads spin
+#: after a GEMM), more than small calls take in all.
+PARALLEL_MIN_WORK = 1 << 17
 
 
 def _compile(func, **options):

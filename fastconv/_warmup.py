@@ -6,12 +6,14 @@ import time
 
 import numpy as np
 
+from . import _config, pooling
 from .plan import ConvPlan
 
-# One small problem per code path: the im2col GEMM path (with implicit and explicit
-# padding), the 1x1 GEMM path and the direct kernels.
+# One small problem per code path: the im2col GEMM path (short rows and long rows, with
+# implicit and explicit padding), the 1x1 GEMM path and the direct kernels.
 _PROBLEMS = (
     ((1, 8, 5, 5), (8, 8, 3, 3), {"padding": 1}),
+    ((1, 8, 3, 40), (8, 8, 3, 3), {"padding": 1}),
     ((1, 8, 5, 5), (8, 8, 3, 3), {"padding": 1, "padding_mode": "reflect"}),
     ((1, 8, 5, 5), (8, 8, 1, 1), {}),
     ((1, 2, 5, 5), (2, 1, 3, 3), {"padding": 1, "groups": 2}),
@@ -19,7 +21,8 @@ _PROBLEMS = (
 
 
 def warmup(dtypes=(np.float32, np.float64)) -> float:
-    """Compile (or load from the disk cache) every kernel for ``dtypes``.
+    """Compile (or load from the disk cache) every kernel for ``dtypes``: convolutions
+    and pooling.
 
     Numba compiles a kernel on its first call; calling this at start-up moves that
     cost out of the first training step.
@@ -40,12 +43,27 @@ def warmup(dtypes=(np.float32, np.float64)) -> float:
     >>> seconds = fastconv.warmup()
     """
     start = time.perf_counter()
-    for dtype in dtypes:
-        for input_shape, weight_shape, params in _PROBLEMS:
-            plan = ConvPlan(input_shape, weight_shape, dtype=dtype, **params)
-            x = np.ones(plan.input_shape, dtype)
-            w = np.ones(plan.weight_shape, dtype)
-            y = plan.forward(x, w)
-            plan.backward_input(y, w)
-            plan.backward_weight(y, x)
+    default = _config.PARALLEL_MIN_WORK
+    try:
+        # The problems are small: run them once on the serial builds and once on the
+        # threaded ones.
+        for _config.PARALLEL_MIN_WORK in (default, 0):
+            for dtype in dtypes:
+                _run_every_path(np.dtype(dtype))
+    finally:
+        _config.PARALLEL_MIN_WORK = default
     return time.perf_counter() - start
+
+
+def _run_every_path(dtype: np.dtype) -> None:
+    for input_shape, weight_shape, params in _PROBLEMS:
+        plan = ConvPlan(input_shape, weight_shape, dtype=dtype, **params)
+        x = np.ones(plan.input_shape, dtype)
+        w = np.ones(plan.weight_shape, dtype)
+        y = plan.forward(x, w)
+        plan.backward_input(y, w)
+        plan.backward_weight(y, x)
+    x = np.ones((1, 2, 4, 4), dtype)
+    y, indices = pooling.max_pool2d(x, 2, return_indices=True)
+    pooling.max_pool2d_backward(y, indices, x.shape)
+    pooling.avg_pool2d_backward(pooling.avg_pool2d(x, 2), x.shape, 2)

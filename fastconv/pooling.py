@@ -43,12 +43,8 @@ __all__ = [
 @functools.lru_cache(maxsize=64)
 def _positions(window: Window) -> np.ndarray:
     """``(volume, L)``: the flat input index each kernel offset of each window reads, or
-    -1 in the padding; im2col of the plane ``1, 2, ...`` with zero padding, minus one."""
-    plane = np.arange(1, math.prod(window.input_size) + 1, dtype=np.float64)
-    cols = np.empty((window.kernel_volume, 1, window.output_volume))
-    _kernels.im2col(plane.reshape(1, 1, *three_d(window.input_size)), window.kernel_args(),
-                    cols)
-    positions = cols[:, 0].astype(np.int64) - 1
+    -1 in the padding."""
+    positions = _kernels.window_positions(window.kernel_args(), three_d(window.input_size))
     positions.flags.writeable = False
     return positions
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import fastconv
+from fastconv import _kernels
 
 from .oracle import (
     assert_close,
@@ -88,6 +89,22 @@ def test_conv_matches_torch(rank, case, dtype, bias):
     params = _case(rank, case)
     x, w, b = _problem(rank, dtype, params, bias=bias)
     _check_conv_passes(x, w, b, params, f"rank{rank} {case} {np.dtype(dtype)}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("case", ["pad1", "same_dilated", "reflect_groups", "tuples"])
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_long_rows_match_torch(rank, case, dtype):
+    """Rows long enough for the kernels' slice-copy form (the cases above have short
+    rows, which take the table of positions)."""
+    params = _case(rank, case)
+    rng = np.random.default_rng(2)
+    size = (*SPATIAL[rank][0][:-1], _kernels.LONG_ROW + 3)
+    groups = params.get("groups", 1)
+    x = random(rng, (BATCH, CHANNELS, *size), dtype)
+    w = random(rng, (OUT_CHANNELS, CHANNELS // groups, *SPATIAL[rank][1]), dtype)
+    _check_conv_passes(x, w, random(rng, (OUT_CHANNELS,), dtype), params,
+                       f"rank{rank} long rows {case} {np.dtype(dtype)}")
 
 
 @pytest.mark.parametrize("rank", [1, 2, 3])

@@ -27,26 +27,34 @@ def _params(case, rank):
             for k, v in case.items()}
 
 
+# The last spatial size: short rows go through the table of positions; long rows, read
+# with unit stride, are copied by slices (fastconv._kernels.LONG_ROW).
+ROW_LENGTHS = {"short rows": 8, "long rows": _kernels.LONG_ROW + 5}
+
+
+@pytest.mark.parametrize("row", list(ROW_LENGTHS))
 @pytest.mark.parametrize("case", range(len(CASES)))
-def test_im2col_and_col2im_match_torch_unfold_and_fold(case):
+def test_im2col_and_col2im_match_torch_unfold_and_fold(case, row):
     params = CASES[case]
-    x = random(np.random.default_rng(0), (2, 3, 9, 8))
+    size = (9, ROW_LENGTHS[row])
+    x = random(np.random.default_rng(0), (2, 3, *size))
     cols = fastconv.im2col(x, **params)
     expected = torch.nn.functional.unfold(torch.from_numpy(x), **params).numpy()
     np.testing.assert_array_equal(cols, expected)
     c = random(np.random.default_rng(1), cols.shape)
-    folded = fastconv.col2im(c, (9, 8), **params)
-    expected = torch.nn.functional.fold(torch.from_numpy(c), (9, 8), **params).numpy()
+    folded = fastconv.col2im(c, size, **params)
+    expected = torch.nn.functional.fold(torch.from_numpy(c), size, **params).numpy()
     np.testing.assert_allclose(folded, expected, rtol=1e-14, atol=1e-14)
 
 
+@pytest.mark.parametrize("row", list(ROW_LENGTHS))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", range(len(CASES)))
 @pytest.mark.parametrize("rank", [1, 2, 3])
-def test_im2col_matches_reference_and_col2im_is_its_adjoint(rank, case, dtype):
+def test_im2col_matches_reference_and_col2im_is_its_adjoint(rank, case, dtype, row):
     params = _params(CASES[case], rank)
     rng = np.random.default_rng(rank)
-    size = (9, 8, 7)[:rank]
+    size = (*(5, 4)[:rank - 1], ROW_LENGTHS[row])
     x = random(rng, (2, 3, *size), dtype)
     cols = fastconv.im2col(x, **params)
     window = unfold_window(size, **params)
@@ -92,6 +100,7 @@ def test_bounds_checking_turns_a_bad_buffer_into_index_error():
 def test_threaded_and_serial_builds_agree(monkeypatch, dtype):
     """Every kernel's threaded build against its serial twin, on one problem per path."""
     cases = [((3, 4, 10, 9), (6, 2, 3, 3), {"padding": 1, "groups": 2, "stride": (2, 1)}),
+             ((2, 3, 6, 40), (4, 3, 3, 3), {"padding": 1}),  # long rows
              ((2, 3, 6, 5, 4), (4, 3, 2, 2, 2), {"padding": "same", "dilation": 2}),
              ((3, 4, 17), (8, 1, 3), {"padding": 1, "groups": 4})]  # depthwise
 

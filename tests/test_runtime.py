@@ -130,5 +130,14 @@ def test_set_num_threads_rejects_bad_counts(value, error):
         fastconv.set_num_threads(value)
 
 
-def test_warmup_compiles_every_path():
-    assert fastconv.warmup(dtypes=(np.float64,)) >= 0.0
+def test_warmup_compiles_every_kernel_in_both_builds():
+    from fastconv._kernels import direct, pool, unfold
+
+    fastconv.warmup(dtypes=(np.float64,))
+    kernels = [k for module in (unfold, direct, pool) for k in vars(module).values()
+               if isinstance(k, _config.Kernel)]
+    assert len(kernels) == 9
+    for kernel in kernels:
+        for build in (kernel.serial, kernel.parallel):
+            compiled = [s for s in build.signatures if "float64" in str(s)]
+            assert compiled, f"{kernel.__name__} has no float64 build"

@@ -9,15 +9,32 @@ from . import direct as _direct
 from . import pool as _pool
 from . import unfold as _unfold
 
+#: Output rows at least this long, read with unit stride, are copied as slices; shorter
+#: or strided ones go through a table of positions (see :mod:`.unfold`).
+LONG_ROW = 32
+
+
+def _by_rows(window_args) -> bool:
+    _, stride, _, _, output_size = window_args
+    return stride[2] == 1 and output_size[2] >= LONG_ROW
+
 
 def im2col(x, window_args, cols):
     """Fill ``cols`` ``(C*kd*kh*kw, N, L)`` from ``x`` ``(N, C, D, H, W)``."""
-    _unfold.im2col(cols.size, x, *window_args, cols)
+    kernel = _unfold.im2col_rows if _by_rows(window_args) else _unfold.im2col_positions
+    kernel(cols.size, x, *window_args, cols)
 
 
 def col2im(cols, window_args, x):
     """Add the scatter of ``cols`` ``(C*kd*kh*kw, N, L)`` into ``x`` ``(N, C, D, H, W)``."""
-    _unfold.col2im(cols.size, cols, *window_args, x)
+    kernel = _unfold.col2im_rows if _by_rows(window_args) else _unfold.col2im_positions
+    kernel(cols.size, cols, *window_args, x)
+
+
+def window_positions(window_args, input_size):
+    """``(volume, L)`` flat input positions of a window over a 3-d ``input_size``, -1 in
+    the padding."""
+    return _unfold.window_positions(*window_args[:4], input_size, window_args[4])
 
 
 def _direct_work(grad_or_y, weight) -> int:

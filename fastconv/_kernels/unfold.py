@@ -1,6 +1,6 @@
 """im2col and col2im for 1-, 2- and 3-d windows, compiled with Numba.
 
-Both kernels see every problem as 3-d: ``x`` is ``(N, C, D, H, W)`` and the window
+The kernels see every problem as 3-d: ``x`` is ``(N, C, D, H, W)`` and the window
 tuples are ``(depth, height, width)``, with singleton leading dimensions for ranks 1
 and 2. The columns are indexed ``cols[row, n, l]``, ``(C * kd * kh * kw, N, L)`` with
 ``L = od * oh * ow``: row ``(c, i, j, k)`` of sample ``n`` holds, for every output
@@ -8,18 +8,19 @@ position, the input element that kernel offset ``(i, j, k)`` of channel ``c`` se
 zero in the padding. Rows are ordered channel-major as in
 ``torch.nn.functional.unfold``; a C-contiguous ``cols`` is the matrix the GEMMs use.
 
-Zero padding is implicit: positions outside the input are skipped by index ranges
-computed once per kernel offset, so no branch runs per element.
+Each kernel comes in two forms, picked by the launcher:
+
+- by rows, for unit-stride windows over long rows: each output row is a slice copy of
+  an input row, and padding is skipped by index ranges computed once per kernel offset;
+- by positions, for strided windows and short rows, where per-row overhead would
+  dominate: a ``(volume, L)`` table of flat input positions (-1 in the padding),
+  built once per call, drives an element loop.
 """
 
 import numpy as np
 from numba import prange
 
 from .._config import jit
-
-#: Shortest run copied through a slice. Building slice views costs tens of nanoseconds,
-#: more than an element loop over a shorter run; longer runs copy faster as slices.
-MIN_SLICE = 16
 
 
 @jit(inline=True)
@@ -64,64 +65,108 @@ def _span_table(kernel, stride, dilation, pad_low, input_size, output_size):
     return table
 
 
-@jit(parallel=True)
-def im2col(x, kernel, stride, dilation, pad_low, output_size, cols):
-    batch, channels, depth, height, width = x.shape
+@jit()
+def window_positions(kernel, stride, dilation, pad_low, input_size, output_size):
+    """``(volume, L)``: the flat index into a ``(D, H, W)`` plane that each kernel
+    offset reads at each output position, or -1 where it reads padding."""
+    _, height, width = input_size
     od, oh, ow = output_size
     sd, sh, sw = stride
+    table = _span_table(kernel, stride, dilation, pad_low, input_size, output_size)
+    positions = np.full((table.shape[0], od * oh * ow), -1, np.int64)
+    for offset in range(table.shape[0]):
+        d_lo, d_hi, h_lo, h_hi, w_lo, w_hi, z0, y0, x0 = table[offset]
+        for a in range(d_lo, d_hi):
+            for b in range(h_lo, h_hi):
+                source = ((a * sd + z0) * height + b * sh + y0) * width + x0
+                start = (a * oh + b) * ow
+                for q in range(w_lo, w_hi):
+                    positions[offset, start + q] = source + q * sw
+    return positions
+
+
+@jit(parallel=True)
+def im2col_rows(x, kernel, stride, dilation, pad_low, output_size, cols):
+    # Unit stride along the rows.
+    batch, channels, depth, height, width = x.shape
+    od, oh, ow = output_size
+    sd, sh, _ = stride
     table = _span_table(kernel, stride, dilation, pad_low, (depth, height, width), output_size)
     volume = table.shape[0]
     for task in prange(batch * channels * volume):
         row = task // batch
         n = task % batch
-        c = row // volume
-        offset = row % volume
-        d_lo, d_hi, h_lo, h_hi, w_lo, w_hi, z0, y0, x0 = table[offset]
-        # Elements are indexed in the full arrays: a view per output row would cost
-        # more than the row's copy when rows are short.
+        d_lo, d_hi, h_lo, h_hi, w_lo, w_hi, z0, y0, x0 = table[row % volume]
+        image = x[n, row // volume]
+        line = cols[row, n]
         for a in range(od):
             for b in range(oh):
                 start = (a * oh + b) * ow
                 if d_lo <= a < d_hi and h_lo <= b < h_hi:
-                    z = a * sd + z0
-                    y = b * sh + y0
-                    for q in range(w_lo):
-                        cols[row, n, start + q] = 0
-                    if sw == 1 and w_hi - w_lo >= MIN_SLICE:
-                        cols[row, n, start + w_lo:start + w_hi] = x[n, c, z, y, w_lo + x0:w_hi + x0]
-                    else:
-                        for q in range(w_lo, w_hi):
-                            cols[row, n, start + q] = x[n, c, z, y, q * sw + x0]
-                    for q in range(w_hi, ow):
-                        cols[row, n, start + q] = 0
+                    line[start:start + w_lo] = 0
+                    line[start + w_lo:start + w_hi] = image[a * sd + z0, b * sh + y0,
+                                                            w_lo + x0:w_hi + x0]
+                    line[start + w_hi:start + ow] = 0
                 else:
-                    for q in range(ow):
-                        cols[row, n, start + q] = 0
+                    line[start:start + ow] = 0
 
 
 @jit(parallel=True)
-def col2im(cols, kernel, stride, dilation, pad_low, output_size, x):
+def im2col_positions(x, kernel, stride, dilation, pad_low, output_size, cols):
+    batch, channels, depth, height, width = x.shape
+    positions = window_positions(kernel, stride, dilation, pad_low, (depth, height, width),
+                                 output_size)
+    volume, length = positions.shape
+    planes = x.reshape(batch, channels, depth * height * width)
+    for task in prange(batch * channels * volume):
+        row = task // batch
+        n = task % batch
+        offset = row % volume
+        plane = planes[n, row // volume]
+        line = cols[row, n]
+        for w in range(length):
+            p = positions[offset, w]
+            line[w] = plane[p] if p >= 0 else 0
+
+
+@jit(parallel=True)
+def col2im_rows(cols, kernel, stride, dilation, pad_low, output_size, x):
     # Adds into x. Each (sample, channel) image is written by one iteration only,
-    # so the scatter-add has no races.
+    # so the scatter-add has no races. Unit stride along the rows.
     batch, channels, depth, height, width = x.shape
     _, oh, ow = output_size
-    sd, sh, sw = stride
+    sd, sh, _ = stride
     table = _span_table(kernel, stride, dilation, pad_low, (depth, height, width), output_size)
     volume = table.shape[0]
     for task in prange(batch * channels):
         n = task // channels
         c = task % channels
+        image = x[n, c]
         for offset in range(volume):
-            row = c * volume + offset
+            line = cols[c * volume + offset, n]
             d_lo, d_hi, h_lo, h_hi, w_lo, w_hi, z0, y0, x0 = table[offset]
             for a in range(d_lo, d_hi):
                 for b in range(h_lo, h_hi):
-                    z = a * sd + z0
-                    y = b * sh + y0
                     start = (a * oh + b) * ow
-                    if sw == 1 and w_hi - w_lo >= MIN_SLICE:
-                        run = cols[row, n, start + w_lo:start + w_hi]
-                        x[n, c, z, y, w_lo + x0:w_hi + x0] += run
-                    else:
-                        for q in range(w_lo, w_hi):
-                            x[n, c, z, y, q * sw + x0] += cols[row, n, start + q]
+                    image[a * sd + z0, b * sh + y0, w_lo + x0:w_hi + x0] += \
+                        line[start + w_lo:start + w_hi]
+
+
+@jit(parallel=True)
+def col2im_positions(cols, kernel, stride, dilation, pad_low, output_size, x):
+    # Adds into x, one (sample, channel) image per iteration: no races.
+    batch, channels, depth, height, width = x.shape
+    positions = window_positions(kernel, stride, dilation, pad_low, (depth, height, width),
+                                 output_size)
+    volume, length = positions.shape
+    planes = x.reshape(batch, channels, depth * height * width)
+    for task in prange(batch * channels):
+        n = task // channels
+        c = task % channels
+        plane = planes[n, c]
+        for offset in range(volume):
+            line = cols[c * volume + offset, n]
+            for w in range(length):
+                p = positions[offset, w]
+                if p >= 0:
+                    plane[p] += line[w]
