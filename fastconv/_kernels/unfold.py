@@ -111,13 +111,20 @@ def im2col_rows(x, kernel, stride, dilation, pad_low, output_size, cols):
                     line[start:start + ow] = 0
 
 
-@jit(parallel=True)
-def im2col_positions(x, kernel, stride, dilation, pad_low, output_size, cols):
+@jit(inline=True)
+def _flat_planes(x, kernel, stride, dilation, pad_low, output_size):
+    """``x`` as ``(N, C, D*H*W)`` planes, and the window's positions in a plane."""
     batch, channels, depth, height, width = x.shape
     positions = window_positions(kernel, stride, dilation, pad_low, (depth, height, width),
                                  output_size)
+    return x.reshape(batch, channels, depth * height * width), positions
+
+
+@jit(parallel=True)
+def im2col_positions(x, kernel, stride, dilation, pad_low, output_size, cols):
+    planes, positions = _flat_planes(x, kernel, stride, dilation, pad_low, output_size)
+    batch, channels, _ = planes.shape
     volume, length = positions.shape
-    planes = x.reshape(batch, channels, depth * height * width)
     for task in prange(batch * channels * volume):
         row = task // batch
         n = task % batch
@@ -155,11 +162,9 @@ def col2im_rows(cols, kernel, stride, dilation, pad_low, output_size, x):
 @jit(parallel=True)
 def col2im_positions(cols, kernel, stride, dilation, pad_low, output_size, x):
     # Adds into x, one (sample, channel) image per iteration: no races.
-    batch, channels, depth, height, width = x.shape
-    positions = window_positions(kernel, stride, dilation, pad_low, (depth, height, width),
-                                 output_size)
+    planes, positions = _flat_planes(x, kernel, stride, dilation, pad_low, output_size)
+    batch, channels, _ = planes.shape
     volume, length = positions.shape
-    planes = x.reshape(batch, channels, depth * height * width)
     for task in prange(batch * channels):
         n = task // channels
         c = task % channels
