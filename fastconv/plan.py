@@ -86,7 +86,7 @@ class ConvPlan:
     algorithm : {"auto", "gemm", "direct"}, optional
         ``"gemm"``: im2col and BLAS GEMMs. ``"direct"``: Numba kernels that convolve each
         group directly. ``"auto"`` (default) takes ``"direct"`` where the GEMMs would be
-        thin: at most :data:`DIRECT_MAX_GROUP_SIZE` input times output channels per
+        thin: at most :data:`DIRECT_MAX_GROUP_CHANNELS` input and output channels per
         group, depthwise layers among them.
 
     Attributes
@@ -434,9 +434,11 @@ class ConvPlan:
 
 
 ALGORITHMS = ("auto", "gemm", "direct")
-#: Largest (input channels x output channels) per group for which "auto" picks the direct
-#: kernels: below it each group's GEMM is too thin for BLAS to run near its peak.
-DIRECT_MAX_GROUP_SIZE = 16
+#: Most input and most output channels per group for which "auto" picks the direct
+#: kernels (depthwise, ResNeXt's 4 x 4 groups): there each group's GEMM is too thin for
+#: BLAS. With more output channels, even from a single input channel, im2col and one GEMM
+#: are faster.
+DIRECT_MAX_GROUP_CHANNELS = 4
 
 
 def _choose_algorithm(requested, geometry: ConvGeometry) -> str:
@@ -446,8 +448,8 @@ def _choose_algorithm(requested, geometry: ConvGeometry) -> str:
     if requested != "auto":
         return requested
     g = geometry
-    group_size = (g.in_channels // g.groups) * (g.out_channels // g.groups)
-    return "direct" if group_size <= DIRECT_MAX_GROUP_SIZE else "gemm"
+    widest = max(g.in_channels, g.out_channels) // g.groups
+    return "direct" if widest <= DIRECT_MAX_GROUP_CHANNELS else "gemm"
 
 
 def _channel_major(piece: np.ndarray) -> np.ndarray:
