@@ -435,10 +435,10 @@ class ConvPlan:
 
 ALGORITHMS = ("auto", "gemm", "direct")
 #: Most input and most output channels per group for which "auto" picks the direct
-#: kernels (depthwise, ResNeXt's 4 x 4 groups): there each group's GEMM is too thin for
-#: BLAS. With more output channels, even from a single input channel, im2col and one GEMM
-#: are faster.
-DIRECT_MAX_GROUP_CHANNELS = 4
+#: kernels (depthwise layers, with or without a channel multiplier of 2): there each
+#: group's GEMM is too thin for BLAS. From ResNeXt's 4 x 4 groups up, and with more
+#: output channels even from a single input channel, im2col and the GEMMs are faster.
+DIRECT_MAX_GROUP_CHANNELS = 2
 
 
 def _choose_algorithm(requested, geometry: ConvGeometry) -> str:

@@ -92,7 +92,7 @@ def test_conv_matches_torch(rank, case, dtype, bias):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("case", ["pad1", "same_dilated", "reflect_groups", "tuples"])
+@pytest.mark.parametrize("case", ["pad1", "same_dilated", "reflect_groups", "depthwise", "tuples"])
 @pytest.mark.parametrize("rank", [1, 2, 3])
 def test_long_rows_match_torch(rank, case, dtype):
     """Rows long enough for the kernels' slice-copy form (the cases above have short

@@ -101,6 +101,7 @@ def test_threaded_and_serial_builds_agree(monkeypatch, dtype):
     """Every kernel's threaded build against its serial twin, on one problem per path."""
     cases = [((3, 4, 10, 9), (6, 2, 3, 3), {"padding": 1, "groups": 2, "stride": (2, 1)}),
              ((2, 3, 6, 40), (4, 3, 3, 3), {"padding": 1}),  # long rows
+             ((2, 4, 5, 40), (4, 1, 3, 3), {"padding": 1, "groups": 4}),  # long, depthwise
              ((2, 3, 6, 5, 4), (4, 3, 2, 2, 2), {"padding": "same", "dilation": 2}),
              ((3, 4, 17), (8, 1, 3), {"padding": 1, "groups": 4})]  # depthwise
 

@@ -136,7 +136,9 @@ def test_warmup_compiles_every_kernel_in_both_builds():
     fastconv.warmup(dtypes=(np.float64,))
     kernels = [k for module in (unfold, direct, pool) for k in vars(module).values()
                if isinstance(k, _config.Kernel)]
-    assert len(kernels) == 9
+    assert sorted(k.__name__ for k in kernels) == [
+        "backward_input", "backward_weight", "col2im", "forward", "im2col", "max_over_windows",
+        "scatter_add"]
     for kernel in kernels:
         for build in (kernel.serial, kernel.parallel):
             compiled = [s for s in build.signatures if "float64" in str(s)]

@@ -9,8 +9,8 @@ from . import direct as _direct
 from . import pool as _pool
 from . import unfold as _unfold
 
-#: Output rows at least this long, read with unit stride, are copied as slices; shorter
-#: or strided ones go through a table of positions (see :mod:`.unfold`).
+#: Output rows at least this long, read with unit stride, are handled by rows (slices);
+#: shorter or strided ones by a table of positions (see :mod:`.unfold`).
 LONG_ROW = 32
 
 
@@ -21,14 +21,12 @@ def _by_rows(window_args) -> bool:
 
 def im2col(x, window_args, cols):
     """Fill ``cols`` ``(C*kd*kh*kw, N, L)`` from ``x`` ``(N, C, D, H, W)``."""
-    kernel = _unfold.im2col_rows if _by_rows(window_args) else _unfold.im2col_positions
-    kernel(cols.size, x, *window_args, cols)
+    _unfold.im2col(cols.size, _by_rows(window_args), x, *window_args, cols)
 
 
 def col2im(cols, window_args, x):
     """Add the scatter of ``cols`` ``(C*kd*kh*kw, N, L)`` into ``x`` ``(N, C, D, H, W)``."""
-    kernel = _unfold.col2im_rows if _by_rows(window_args) else _unfold.col2im_positions
-    kernel(cols.size, cols, *window_args, x)
+    _unfold.col2im(cols.size, _by_rows(window_args), cols, *window_args, x)
 
 
 def window_positions(window_args, input_size):
@@ -45,18 +43,19 @@ def _direct_work(grad_or_y, weight) -> int:
 def direct_forward(x, weight, window_args, y):
     """``y`` ``(N, K, D, H, W)`` = grouped convolution of ``x`` with ``weight``
     ``(K, C/G * vol)``."""
-    _direct.forward(_direct_work(y, weight), x, weight, *window_args, y)
+    _direct.forward(_direct_work(y, weight), _by_rows(window_args), x, weight, *window_args, y)
 
 
 def direct_backward_input(grad_output, weight, window_args, dx):
     """Overwrite ``dx`` ``(N, C, D, H, W)`` with the input gradient."""
-    _direct.backward_input(_direct_work(grad_output, weight), grad_output, weight,
-                           *window_args, dx)
+    _direct.backward_input(_direct_work(grad_output, weight), _by_rows(window_args),
+                           grad_output, weight, *window_args, dx)
 
 
 def direct_backward_weight(grad_output, x, window_args, dw):
     """Overwrite ``dw`` ``(K, C/G * vol)`` with the weight gradient."""
-    _direct.backward_weight(_direct_work(grad_output, dw), grad_output, x, *window_args, dw)
+    _direct.backward_weight(_direct_work(grad_output, dw), _by_rows(window_args), grad_output,
+                            x, *window_args, dw)
 
 
 def max_over_windows(cols, positions, values, indices):

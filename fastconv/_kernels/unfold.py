@@ -8,10 +8,12 @@ position, the input element that kernel offset ``(i, j, k)`` of channel ``c`` se
 zero in the padding. Rows are ordered channel-major as in
 ``torch.nn.functional.unfold``; a C-contiguous ``cols`` is the matrix the GEMMs use.
 
-Each kernel comes in two forms, picked by the launcher:
+Every kernel here and in :mod:`.direct` works in one of two forms, chosen by the
+launcher through its ``by_rows`` argument:
 
-- by rows, for unit-stride windows over long rows: each output row is a slice copy of
-  an input row, and padding is skipped by index ranges computed once per kernel offset;
+- by rows, for unit-stride windows over long rows: each output row is a slice of an
+  input row, and padding is skipped by index ranges computed once per kernel offset
+  (the span table);
 - by positions, for strided windows and short rows, where per-row overhead would
   dominate: a ``(volume, L)`` table of flat input positions (-1 in the padding),
   built once per call, drives an element loop.
@@ -85,93 +87,85 @@ def window_positions(kernel, stride, dilation, pad_low, input_size, output_size)
     return positions
 
 
-@jit(parallel=True)
-def im2col_rows(x, kernel, stride, dilation, pad_low, output_size, cols):
-    # Unit stride along the rows.
+@jit(inline=True)
+def window_tables(x, by_rows, kernel, stride, dilation, pad_low, output_size):
+    """The span table; the table of positions for the positions form (empty for the
+    rows form); ``x`` as ``(N, C, D*H*W)`` planes, which both forms index; the kernel
+    volume."""
     batch, channels, depth, height, width = x.shape
-    od, oh, ow = output_size
-    sd, sh, _ = stride
-    table = _span_table(kernel, stride, dilation, pad_low, (depth, height, width), output_size)
-    volume = table.shape[0]
-    for task in prange(batch * channels * volume):
-        row = task // batch
-        n = task % batch
-        d_lo, d_hi, h_lo, h_hi, w_lo, w_hi, z0, y0, x0 = table[row % volume]
-        image = x[n, row // volume]
-        line = cols[row, n]
-        for a in range(od):
-            for b in range(oh):
-                start = (a * oh + b) * ow
-                if d_lo <= a < d_hi and h_lo <= b < h_hi:
-                    line[start:start + w_lo] = 0
-                    line[start + w_lo:start + w_hi] = image[a * sd + z0, b * sh + y0,
-                                                            w_lo + x0:w_hi + x0]
-                    line[start + w_hi:start + ow] = 0
-                else:
-                    line[start:start + ow] = 0
+    size = (depth, height, width)
+    table = _span_table(kernel, stride, dilation, pad_low, size, output_size)
+    if by_rows:
+        positions = np.empty((0, 0), np.int64)
+    else:
+        positions = window_positions(kernel, stride, dilation, pad_low, size, output_size)
+    return (table, positions, x.reshape(batch, channels, depth * height * width),
+            table.shape[0])
 
 
 @jit(inline=True)
-def _flat_planes(x, kernel, stride, dilation, pad_low, output_size):
-    """``x`` as ``(N, C, D*H*W)`` planes, and the window's positions in a plane."""
-    batch, channels, depth, height, width = x.shape
-    positions = window_positions(kernel, stride, dilation, pad_low, (depth, height, width),
-                                 output_size)
-    return x.reshape(batch, channels, depth * height * width), positions
+def input_start(x, a, b, sd, sh, z0, y0, x0):
+    """Flat position, in a plane of ``x``, of output row ``(a, b)``'s first input element
+    (for output column 0, which may lie in the padding)."""
+    _, _, _, height, width = x.shape
+    return ((a * sd + z0) * height + b * sh + y0) * width + x0
 
 
 @jit(parallel=True)
-def im2col_positions(x, kernel, stride, dilation, pad_low, output_size, cols):
-    planes, positions = _flat_planes(x, kernel, stride, dilation, pad_low, output_size)
-    batch, channels, _ = planes.shape
-    volume, length = positions.shape
+def im2col(by_rows, x, kernel, stride, dilation, pad_low, output_size, cols):
+    batch, channels = x.shape[:2]
+    od, oh, ow = output_size
+    sd, sh, _ = stride
+    table, positions, planes, volume = window_tables(x, by_rows, kernel, stride, dilation,
+                                                     pad_low, output_size)
     for task in prange(batch * channels * volume):
         row = task // batch
         n = task % batch
         offset = row % volume
         plane = planes[n, row // volume]
         line = cols[row, n]
-        for w in range(length):
-            p = positions[offset, w]
-            line[w] = plane[p] if p >= 0 else 0
+        if by_rows:
+            d_lo, d_hi, h_lo, h_hi, w_lo, w_hi, z0, y0, x0 = table[offset]
+            for a in range(od):
+                for b in range(oh):
+                    start = (a * oh + b) * ow
+                    if d_lo <= a < d_hi and h_lo <= b < h_hi:
+                        source = input_start(x, a, b, sd, sh, z0, y0, x0)
+                        line[start:start + w_lo] = 0
+                        line[start + w_lo:start + w_hi] = plane[source + w_lo:source + w_hi]
+                        line[start + w_hi:start + ow] = 0
+                    else:
+                        line[start:start + ow] = 0
+        else:
+            for w in range(positions.shape[1]):
+                p = positions[offset, w]
+                line[w] = plane[p] if p >= 0 else 0
 
 
 @jit(parallel=True)
-def col2im_rows(cols, kernel, stride, dilation, pad_low, output_size, x):
+def col2im(by_rows, cols, kernel, stride, dilation, pad_low, output_size, x):
     # Adds into x. Each (sample, channel) image is written by one iteration only,
-    # so the scatter-add has no races. Unit stride along the rows.
-    batch, channels, depth, height, width = x.shape
+    # so the scatter-add has no races.
+    batch, channels = x.shape[:2]
     _, oh, ow = output_size
     sd, sh, _ = stride
-    table = _span_table(kernel, stride, dilation, pad_low, (depth, height, width), output_size)
-    volume = table.shape[0]
-    for task in prange(batch * channels):
-        n = task // channels
-        c = task % channels
-        image = x[n, c]
-        for offset in range(volume):
-            line = cols[c * volume + offset, n]
-            d_lo, d_hi, h_lo, h_hi, w_lo, w_hi, z0, y0, x0 = table[offset]
-            for a in range(d_lo, d_hi):
-                for b in range(h_lo, h_hi):
-                    start = (a * oh + b) * ow
-                    image[a * sd + z0, b * sh + y0, w_lo + x0:w_hi + x0] += \
-                        line[start + w_lo:start + w_hi]
-
-
-@jit(parallel=True)
-def col2im_positions(cols, kernel, stride, dilation, pad_low, output_size, x):
-    # Adds into x, one (sample, channel) image per iteration: no races.
-    planes, positions = _flat_planes(x, kernel, stride, dilation, pad_low, output_size)
-    batch, channels, _ = planes.shape
-    volume, length = positions.shape
+    table, positions, planes, volume = window_tables(x, by_rows, kernel, stride, dilation,
+                                                     pad_low, output_size)
     for task in prange(batch * channels):
         n = task // channels
         c = task % channels
         plane = planes[n, c]
         for offset in range(volume):
             line = cols[c * volume + offset, n]
-            for w in range(length):
-                p = positions[offset, w]
-                if p >= 0:
-                    plane[p] += line[w]
+            if by_rows:
+                d_lo, d_hi, h_lo, h_hi, w_lo, w_hi, z0, y0, x0 = table[offset]
+                for a in range(d_lo, d_hi):
+                    for b in range(h_lo, h_hi):
+                        start = (a * oh + b) * ow
+                        target = input_start(x, a, b, sd, sh, z0, y0, x0)
+                        plane[target + w_lo:target + w_hi] += line[start + w_lo:start + w_hi]
+            else:
+                for w in range(positions.shape[1]):
+                    p = positions[offset, w]
+                    if p >= 0:
+                        plane[p] += line[w]
