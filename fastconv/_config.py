@@ -43,10 +43,21 @@ _cache_failures: list[str] = []
 PARALLEL_MIN_WORK = 1 << 17
 
 
+def _renamed(func, suffix: str):
+    """A copy of ``func`` whose name ends in ``suffix``: Numba keys its disk cache by
+    name, not by compile flags, so builds with different flags need different names."""
+    twin = types.FunctionType(func.__code__, func.__globals__, func.__name__ + suffix,
+                              func.__defaults__, func.__closure__)
+    twin.__qualname__ = func.__qualname__ + suffix
+    return twin
+
+
 def _compile(func, **options):
     """``numba.njit`` with fastconv's flags, cached on disk when a location is writable."""
     options = dict(JIT_OPTIONS, **options)
     if CACHE_ENABLED and options.get("inline") is None:
+        if numba.config.BOUNDSCHECK:  # never let checked code stand in for unchecked
+            func = _renamed(func, "_boundschecked")
         try:
             return numba.njit(cache=True, **options)(func)
         except RuntimeError as exc:  # numba found no writable cache location
@@ -72,11 +83,7 @@ class Kernel:
         # Numba cannot raise from inside a parallel region, so a bounds-checked build
         # (NUMBA_BOUNDSCHECK=1) runs serially to turn bad indices into IndexError.
         self.parallel = _compile(func, parallel=not numba.config.BOUNDSCHECK)
-        # A twin under its own name, so that the two builds keep separate disk caches.
-        twin = types.FunctionType(func.__code__, func.__globals__, func.__name__ + "_serial",
-                                  func.__defaults__, func.__closure__)
-        twin.__qualname__ = func.__qualname__ + "_serial"
-        self.serial = _compile(twin)
+        self.serial = _compile(_renamed(func, "_serial"))
         self.__name__ = func.__name__
         self.__doc__ = func.__doc__
 

@@ -47,7 +47,19 @@ def blas_threads() -> int | None:
 
 
 def get_num_threads() -> int:
-    """Threads the parallel kernels use in the calling thread."""
+    """Threads the parallel kernels use in the calling thread.
+
+    Returns
+    -------
+    int
+        Set by :func:`set_num_threads`; by default the number of cores.
+
+    Examples
+    --------
+    >>> import fastconv
+    >>> fastconv.get_num_threads() >= 1
+    True
+    """
     return numba.get_num_threads()
 
 

@@ -25,8 +25,8 @@ Examples
 >>> x = np.arange(9.0).reshape(1, 1, 3, 3)
 >>> loss = lambda w: anp.sum(fca.conv2d(x, w) ** 2)
 >>> grad(loss)(np.ones((1, 1, 2, 2)))[0, 0]
-array([[ 544.,  736.],
-       [1120., 1312.]])
+array([[336., 464.],
+       [720., 848.]])
 """
 
 from __future__ import annotations

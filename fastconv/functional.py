@@ -525,9 +525,21 @@ def _fixed_rank(function, rank: int):
         return function(x, weight, *args, **kwargs)
 
     fixed.__name__ = fixed.__qualname__ = name
-    fixed.__doc__ = (f"{rank}-d :func:`{function.__name__}`: the same call, with a "
-                     f"{rank + 2}-d weight required.\n\nSee :func:`{function.__name__}` "
-                     "for the parameters.\n")
+    size = 3 if function is conv else 2  # the example's input: 2-wide windows fit
+    output = (1, 1, *(size - 1 if function is conv else size + 1,) * rank)
+    fixed.__doc__ = f"""{rank}-d :func:`{function.__name__}`: the same call, with a {rank + 2}-d
+    weight required.
+
+    See :func:`{function.__name__}` for the parameters and the result.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastconv
+    >>> x, w = np.ones((1, 1, *({size},) * {rank})), np.ones((1, 1, *(2,) * {rank}))
+    >>> fastconv.{name}(x, w).shape
+    {output}
+    """
     return fixed
 
 

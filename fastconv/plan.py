@@ -48,6 +48,14 @@ def set_workspace_limit(nbytes: int) -> None:
     ----------
     nbytes : int
         Positive. A pass then allocates at most about this much besides its result.
+
+    Examples
+    --------
+    >>> import fastconv
+    >>> fastconv.set_workspace_limit(64 * 2**20)
+    >>> fastconv.ConvPlan((64, 3, 224, 224), (64, 3, 7, 7), stride=2).workspace_nbytes <= 64 * 2**20
+    True
+    >>> fastconv.set_workspace_limit(128 * 2**20)  # the default
     """
     global _workspace_limit
     nbytes = as_int(nbytes, "nbytes")
@@ -57,7 +65,19 @@ def set_workspace_limit(nbytes: int) -> None:
 
 
 def get_workspace_limit() -> int:
-    """The workspace cap given to plans built without ``workspace_limit``."""
+    """The workspace cap given to plans built without ``workspace_limit``.
+
+    Returns
+    -------
+    int
+        Bytes; 128 MiB unless :func:`set_workspace_limit` changed it.
+
+    Examples
+    --------
+    >>> import fastconv
+    >>> fastconv.get_workspace_limit() // 2**20
+    128
+    """
     return _workspace_limit
 
 
@@ -435,10 +455,10 @@ class ConvPlan:
 
 ALGORITHMS = ("auto", "gemm", "direct")
 #: Most input and most output channels per group for which "auto" picks the direct
-#: kernels (depthwise layers, with or without a channel multiplier of 2): there each
-#: group's GEMM is too thin for BLAS. From ResNeXt's 4 x 4 groups up, and with more
-#: output channels even from a single input channel, im2col and the GEMMs are faster.
-DIRECT_MAX_GROUP_CHANNELS = 2
+#: kernels (depthwise layers, ResNeXt's 4 x 4 groups): there each group's GEMM is too
+#: thin for BLAS. With more output channels, even from a single input channel, im2col
+#: and the GEMMs are faster.
+DIRECT_MAX_GROUP_CHANNELS = 4
 
 
 def _choose_algorithm(requested, geometry: ConvGeometry) -> str:

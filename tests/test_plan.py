@@ -163,7 +163,8 @@ def test_algorithm_argument():
     with pytest.raises(ValueError, match="algorithm must be one of"):
         ConvPlan((1, 2, 8), (2, 1, 3), groups=2, algorithm="winograd")
     assert ConvPlan((1, 4, 8), (4, 2, 3), groups=2).algorithm == "direct"  # 2 x 2 per group
-    assert ConvPlan((1, 16, 8), (16, 4, 3), groups=4).algorithm == "gemm"  # 4 x 4 per group
+    assert ConvPlan((1, 16, 8), (16, 4, 3), groups=4).algorithm == "direct"  # 4 x 4
+    assert ConvPlan((1, 16, 8), (16, 8, 3), groups=2).algorithm == "gemm"  # 8 x 8 per group
     assert ConvPlan((1, 8, 8), (8, 1, 3), groups=8).algorithm == "direct"  # depthwise
     assert ConvPlan((1, 1, 8), (16, 1, 3)).algorithm == "gemm"  # one input, 16 outputs
     assert ConvPlan((1, 8, 8), (8, 8, 3)).algorithm == "gemm"

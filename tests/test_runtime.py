@@ -100,6 +100,18 @@ def test_the_cache_can_be_switched_off():
     assert result.stdout.strip() == "False"
 
 
+@pytest.mark.parametrize("boundscheck", ["0", "1"])
+def test_bounds_checked_builds_are_cached_apart(tmp_path, boundscheck):
+    """Numba keys its disk cache by function name, not by flags: bounds-checked machine
+    code goes under names of its own, so it never stands in for the unchecked build."""
+    script = "import numpy as np, fastconv; fastconv.conv(np.ones((1, 1, 5)), np.ones((1, 1, 3)))"
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), NUMBA_BOUNDSCHECK=boundscheck)
+    subprocess.run([sys.executable, "-c", script], env=env, timeout=300, check=True)
+    names = [p.name for p in tmp_path.rglob("*.nbi")]
+    assert names
+    assert all(("_boundschecked" in name) == (boundscheck == "1") for name in names), names
+
+
 def test_threading_layer_is_fork_safe_unless_chosen_by_the_user():
     if os.environ.get("NUMBA_THREADING_LAYER"):
         assert os.environ["NUMBA_THREADING_LAYER"] == numba.config.THREADING_LAYER
