@@ -25,7 +25,8 @@ extensions = [
     "myst_parser",  # the tables `fastconv bench --out *.md` writes
 ]
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
-exclude_patterns = ["_build", "performance/README.md"]
+# The benchmark tables are included by performance.md, not pages of their own.
+exclude_patterns = ["_build", "performance/*.md"]
 
 autosummary_generate = True
 autodoc_typehints = "none"  # numpydoc's Parameters sections say it

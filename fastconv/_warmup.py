@@ -47,7 +47,8 @@ def warmup(dtypes=(np.float32, np.float64)) -> float:
     try:
         # The problems are small: run them once on the serial builds and once on the
         # threaded ones.
-        for _config.PARALLEL_MIN_WORK in (default, 0):
+        for threshold in (default, 0):
+            _config.PARALLEL_MIN_WORK = threshold
             for dtype in dtypes:
                 _run_every_path(np.dtype(dtype))
     finally:
