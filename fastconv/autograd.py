@@ -50,22 +50,10 @@ from . import pooling as _pooling
 
 RANKS = (1, 2, 3)
 
-__all__ = [
-    "conv",
-    "conv1d",
-    "conv2d",
-    "conv3d",
-    "conv_backward_input",
-    "conv_backward_weight",
-    "conv_transpose",
-    "conv_transpose1d",
-    "conv_transpose2d",
-    "conv_transpose3d",
-    "conv_transpose_backward_input",
-    "conv_transpose_backward_weight",
-    *(f"{name}_pool{rank}d{suffix}" for name in ("avg", "max") for rank in RANKS
-      for suffix in ("", "_backward")),
-]
+#: Every convolution and pooling function of fastconv, and their backward functions; not
+#: the shape utilities (im2col, col2im) nor the bias gradient, a plain sum.
+__all__ = [name for name in (*_functional.__all__, *_pooling.__all__)
+           if name not in ("im2col", "col2im", "conv_backward_bias")]
 
 
 def _primitive(function):
