@@ -40,32 +40,25 @@ def _check(function, *args, order=2):
     check_grads(function, modes=["rev"], order=order, argnum=tuple(range(len(args))))(*args)
 
 
-@pytest.mark.parametrize("case", list(CONV_CASES))
+# (operator, case): convolutions map 4 channels to 6, transposed convolutions too (their
+# weight is (in, out // groups, *kernel)).
+OPERATOR_CASES = [("conv", case) for case in CONV_CASES] + [
+    ("conv_transpose", case) for case in TRANSPOSE_CASES]
+
+
+@pytest.mark.parametrize(("operator", "case"), OPERATOR_CASES)
 @pytest.mark.parametrize("rank", [1, 2, 3])
-def test_conv_second_order(rank, case):
-    params = CONV_CASES[case]
+def test_convolutions_second_order(rank, operator, case):
+    params = {**CONV_CASES, **TRANSPOSE_CASES}[case]
     groups = params.get("groups", 1)
     rng = np.random.default_rng(rank)
     x = rng.standard_normal((2, 4, *SIZES[rank]))
-    w = rng.standard_normal((6, 4 // groups, *(3,) * rank))
+    weight_channels = (6, 4 // groups) if operator == "conv" else (4, 6 // groups)
+    w = rng.standard_normal((*weight_channels, *(3,) * rank))
     b = rng.standard_normal(6)
-    fixed = getattr(fca, f"conv{rank}d")
-    _check(lambda x, w, b: fca.conv(x, w, b, **params), x, w, b)
+    any_rank, fixed = getattr(fca, operator), getattr(fca, f"{operator}{rank}d")
+    _check(lambda x, w, b: any_rank(x, w, b, **params), x, w, b)
     _check(lambda x, w, b: fixed(x, w, bias=b, **params), x, w, b)
-
-
-@pytest.mark.parametrize("case", list(TRANSPOSE_CASES))
-@pytest.mark.parametrize("rank", [1, 2, 3])
-def test_conv_transpose_second_order(rank, case):
-    params = TRANSPOSE_CASES[case]
-    groups = params.get("groups", 1)
-    rng = np.random.default_rng(rank)
-    x = rng.standard_normal((2, 4, *SIZES[rank]))
-    w = rng.standard_normal((4, 6 // groups, *(3,) * rank))
-    b = rng.standard_normal(6)
-    fixed = getattr(fca, f"conv_transpose{rank}d")
-    _check(lambda x, w, b: fca.conv_transpose(x, w, b, **params), x, w, b)
-    _check(lambda x, w, b: fixed(x, w, b, **params), x, w, b)
 
 
 @pytest.mark.parametrize("rank", [1, 2, 3])
