@@ -10,13 +10,15 @@ from . import _config, pooling
 from .plan import ConvPlan
 
 # One small problem per code path: the im2col GEMM path (short rows and long rows, with
-# implicit and explicit padding), the 1x1 GEMM path and the direct kernels.
+# implicit and explicit padding), the 1x1 GEMM path, the depthwise kernels and the
+# plane-by-plane direct kernels.
 _PROBLEMS = (
     ((1, 8, 5, 5), (8, 8, 3, 3), {"padding": 1}),
     ((1, 8, 3, 40), (8, 8, 3, 3), {"padding": 1}),
     ((1, 8, 5, 5), (8, 8, 3, 3), {"padding": 1, "padding_mode": "reflect"}),
     ((1, 8, 5, 5), (8, 8, 1, 1), {}),
     ((1, 2, 5, 5), (2, 1, 3, 3), {"padding": 1, "groups": 2}),
+    ((1, 2, 5, 5), (4, 1, 3, 3), {"padding": 1, "groups": 2}),
 )
 
 

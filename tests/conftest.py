@@ -29,4 +29,4 @@ def pytest_terminal_summary(terminalreporter):
     if DEVIATIONS:
         terminalreporter.section("largest deviation from the reference (max |error| / max |ref|)")
         for (dtype, reference), (deviation, where) in sorted(DEVIATIONS.items()):
-            terminalreporter.write_line(f"{dtype:8s} vs {reference:10s} {deviation:.3e}  ({where})")
+            terminalreporter.write_line(f"{dtype:8s} vs {reference:13s} {deviation:.3e}  ({where})")

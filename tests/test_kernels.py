@@ -12,7 +12,7 @@ from fastconv import _config, _kernels
 from fastconv._geometry import unfold_window
 
 from . import reference
-from .oracle import random
+from .oracle import assert_close, random
 
 CASES = [
     {"kernel_size": 3},
@@ -101,9 +101,12 @@ def test_threaded_and_serial_builds_agree(monkeypatch, dtype):
     """Every kernel's threaded build against its serial twin, on one problem per path."""
     cases = [((3, 4, 10, 9), (6, 2, 3, 3), {"padding": 1, "groups": 2, "stride": (2, 1)}),
              ((2, 3, 6, 40), (4, 3, 3, 3), {"padding": 1}),  # long rows
-             ((2, 4, 5, 40), (4, 1, 3, 3), {"padding": 1, "groups": 4}),  # long, depthwise
              ((2, 3, 6, 5, 4), (4, 3, 2, 2, 2), {"padding": "same", "dilation": 2}),
-             ((3, 4, 17), (8, 1, 3), {"padding": 1, "groups": 4})]  # depthwise
+             # depthwise: by channel blocks, then plane by plane (two outputs per
+             # channel) with long and short rows
+             ((5, 20, 6, 7), (20, 1, 3, 3), {"padding": 1, "groups": 20, "stride": 2}),
+             ((2, 4, 5, 40), (8, 1, 3, 3), {"padding": 1, "groups": 4}),
+             ((3, 4, 17), (8, 1, 3), {"padding": 1, "groups": 4})]
 
     def passes():
         results = []
@@ -120,3 +123,74 @@ def test_threaded_and_serial_builds_agree(monkeypatch, dtype):
     monkeypatch.setattr(_config, "PARALLEL_MIN_WORK", 0)
     for got, want in zip(passes(), serial):
         np.testing.assert_array_equal(got, want)
+
+
+# Depthwise problems for the channel-block kernels (fastconv._kernels.depthwise): one,
+# several and partial blocks of channels; batches split into groups of samples or not;
+# unit strides (one extended run) and strides with several column phases; dilation;
+# padding wider than the window; input rows and columns that no window reads; ranks 1-3.
+DEPTHWISE_CASES = [
+    ((3, 5, 7, 7), (3, 3), {"padding": 1}),
+    ((2, 17, 9, 11), (5, 5), {"stride": 2, "padding": 2}),
+    ((1, 33, 10, 13), (3, 2), {"stride": (2, 3), "dilation": (2, 1), "padding": (0, 1)}),
+    ((4, 16, 20), (4,), {"stride": 3, "dilation": 2, "padding": 3}),
+    ((2, 6, 5, 7, 8), (2, 3, 3), {"stride": (2, 1, 2), "dilation": (1, 2, 1),
+                                  "padding": (1, 1, 0)}),
+    ((2, 3, 6, 6), (3, 3), {"stride": 2, "padding": 4}),
+    ((20, 2, 4, 5), (2, 3), {"dilation": (1, 2), "padding": (1, 2)}),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", range(len(DEPTHWISE_CASES)))
+def test_depthwise_channel_blocks_match_the_loops_and_the_plane_kernels(case, dtype,
+                                                                         monkeypatch):
+    input_shape, kernel, params = DEPTHWISE_CASES[case]
+    channels = input_shape[1]
+    window = unfold_window(input_shape[2:], kernel, **params)
+    volume = int(np.prod(kernel))
+    assert _kernels._channel_blocks(channels, np.empty((channels, volume)),
+                                    window.kernel_args(), np.dtype(dtype).itemsize)
+    rng = np.random.default_rng(case)
+    x = random(rng, input_shape, dtype)
+    w = random(rng, (channels, 1, *kernel), dtype)
+    output_shape = (*input_shape[:2], *window.output_size)
+    dy = random(rng, output_shape, dtype)
+
+    def passes():
+        return [fastconv.conv(x, w, groups=channels, **params),
+                fastconv.conv_backward_input(dy, w, x.shape, groups=channels, **params),
+                fastconv.conv_backward_weight(dy, x, w.shape, groups=channels, **params)]
+
+    blocks = passes()
+    monkeypatch.setattr(_kernels, "DEPTHWISE_BLOCK_BYTES", 0)
+    planes = passes()
+    ref = {"stride": window.stride, "pad_low": window.pad_low, "dilation": window.dilation,
+           "groups": channels}
+    expected = [reference.conv(x, w, pad_high=window.pad_high, **ref),
+                reference.conv_backward_input(dy, w, x.shape, **ref),
+                reference.conv_backward_weight(dy, x, w.shape, **ref)]
+    magnitudes = [reference.conv(abs(x), abs(w), pad_high=window.pad_high, **ref),
+                  reference.conv_backward_input(abs(dy), abs(w), x.shape, **ref),
+                  reference.conv_backward_weight(abs(dy), abs(x), w.shape, **ref)]
+    # Output and input-gradient elements sum at most `volume` products; weight-gradient
+    # elements sum one per sample and output position.
+    terms = [volume, volume, input_shape[0] * int(np.prod(window.output_size))]
+    for name, got, plane, want, magnitude, n in zip(
+            ["forward", "backward_input", "backward_weight"], blocks, planes, expected,
+            magnitudes, terms):
+        label = f"depthwise {name} {case} {np.dtype(dtype)}"
+        assert_close(got, want.astype(dtype), magnitude, n, label=label, reference="loops")
+        assert_close(got, plane, magnitude, n, label=label,
+                     reference="plane kernels")
+
+
+def test_depthwise_channel_blocks_take_small_planes_and_leave_large_ones():
+    def blocks(size, channels=8, weight_channels=None, kernel=3):
+        window = unfold_window((size, size), kernel, padding=1)
+        weight = np.empty((weight_channels or channels, kernel * kernel))
+        return _kernels._channel_blocks(channels, weight, window.kernel_args(), 4)
+
+    assert blocks(56)  # float32: 58 * 58 rows of 16 lanes, 215 KiB
+    assert not blocks(112)  # 114 * 114 rows, 832 KiB: plane by plane
+    assert not blocks(7, weight_channels=16)  # two outputs per channel: plane by plane

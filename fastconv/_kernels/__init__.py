@@ -5,6 +5,9 @@ as returned by :meth:`fastconv._geometry.Window.kernel_args`. Each kernel runs
 threaded or serially by the amount of work (:class:`fastconv._config.Kernel`).
 """
 
+import math
+
+from . import depthwise as _depthwise
 from . import direct as _direct
 from . import pool as _pool
 from . import unfold as _unfold
@@ -35,6 +38,24 @@ def window_positions(window_args, input_size):
     return _unfold.window_positions(*window_args[:4], input_size, window_args[4])
 
 
+#: Largest block of channels (see :mod:`.depthwise`) worth building: each kernel offset
+#: re-reads it, so it has to stay in the L2 cache. Larger planes go plane by plane.
+DEPTHWISE_BLOCK_BYTES = 512 * 1024
+
+
+def _channel_blocks(channels, weight, window_args, itemsize) -> bool:
+    """Whether the depthwise kernels take the problem: one input and one output channel
+    per group, and a block that fits :data:`DEPTHWISE_BLOCK_BYTES`."""
+    kernel, stride, dilation, _, output_size = window_args
+    if weight.shape[0] != channels or weight.shape[1] != math.prod(kernel):
+        return False
+    extents = [(o - 1) * s + (k - 1) * d + 1
+               for k, s, d, o in zip(kernel, stride, dilation, output_size)]
+    width = stride[2] * (output_size[2] + (kernel[2] - 1) * dilation[2] // stride[2])
+    rows = extents[0] * extents[1] * width
+    return rows * _depthwise.LANES * itemsize <= DEPTHWISE_BLOCK_BYTES
+
+
 def _direct_work(grad_or_y, weight) -> int:
     """Multiply-adds of a direct pass: each output element takes a weight row."""
     return grad_or_y.size * weight.shape[1]
@@ -43,17 +64,28 @@ def _direct_work(grad_or_y, weight) -> int:
 def direct_forward(x, weight, window_args, y):
     """``y`` ``(N, K, D, H, W)`` = grouped convolution of ``x`` with ``weight``
     ``(K, C/G * vol)``."""
+    if _channel_blocks(x.shape[1], weight, window_args, x.itemsize):
+        _depthwise.convolve(_direct_work(y, weight), False, x, weight, *window_args, y)
+        return
     _direct.forward(_direct_work(y, weight), _by_rows(window_args), x, weight, *window_args, y)
 
 
 def direct_backward_input(grad_output, weight, window_args, dx):
     """Overwrite ``dx`` ``(N, C, D, H, W)`` with the input gradient."""
+    if _channel_blocks(dx.shape[1], weight, window_args, dx.itemsize):
+        _depthwise.convolve(_direct_work(grad_output, weight), True, grad_output, weight,
+                            *window_args, dx)
+        return
     _direct.backward_input(_direct_work(grad_output, weight), _by_rows(window_args),
                            grad_output, weight, *window_args, dx)
 
 
 def direct_backward_weight(grad_output, x, window_args, dw):
     """Overwrite ``dw`` ``(K, C/G * vol)`` with the weight gradient."""
+    if _channel_blocks(x.shape[1], dw, window_args, x.itemsize):
+        _depthwise.backward_weight(_direct_work(grad_output, dw), grad_output, x,
+                                   *window_args, dw)
+        return
     _direct.backward_weight(_direct_work(grad_output, dw), _by_rows(window_args), grad_output,
                             x, *window_args, dw)
 
