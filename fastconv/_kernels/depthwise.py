@@ -27,7 +27,7 @@ from .._config import jit
 #: Channels handled together: two AVX2 vectors of float32, four of float64.
 LANES = 16
 #: Output rows per inner loop: the expanded weights cover this many.
-CHUNK = 64
+CHUNK = 32
 #: Fewest tasks worth splitting a batch for.
 MIN_TASKS = 16
 
