@@ -118,7 +118,10 @@ class ConvPlan:
         The algorithm chosen, ``"gemm"`` or ``"direct"``.
     workspace_nbytes : int
         Bytes of temporary memory one pass allocates at most, besides its result and
-        besides a contiguous copy of an input that is not C-contiguous.
+        besides a contiguous copy of an input that is not C-contiguous. The direct
+        kernels' scratch is not counted: a table of window positions per call and, for
+        depthwise layers, a block of 16 channels and its output per thread (each at most
+        about 512 KiB).
 
     Examples
     --------

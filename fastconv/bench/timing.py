@@ -6,22 +6,29 @@ import statistics
 import time
 from collections.abc import Callable, Mapping
 
+#: Pause before each turn: long enough for the worker threads of the previous candidate
+#: to stop spinning (OpenBLAS's spin for about 0.1 s) and leave the cores to this one.
+SETTLE_SECONDS = 0.12
+
 
 def interleaved_medians(candidates: Mapping[str, Callable[[], object]], repeats: int,
-                        min_seconds: float = 0.0) -> dict[str, float]:
+                        min_seconds: float = 0.0,
+                        settle: float = SETTLE_SECONDS) -> dict[str, float]:
     """Median seconds per call of each candidate.
 
     The candidates take turns, round after round, so a slow phase of the machine hits
-    them all alike. Each turn starts with one untimed call: the timed call then runs
-    as it does in a loop of its own, never paying for waking its thread pool or for
-    the previous candidate's worker threads, which spin on for a while (OpenBLAS's for
-    about 0.1 s). Rounds continue past ``repeats`` until ``min_seconds`` have passed.
+    them all alike. Each turn starts with a pause of ``settle`` seconds, so that no
+    candidate runs while the previous one's worker threads still spin, then one
+    untimed call: the timed call then runs as it does in a loop of its own, never
+    paying for waking its thread pool. Rounds continue past ``repeats`` until
+    ``min_seconds`` have passed.
     """
     samples: dict[str, list[float]] = {name: [] for name in candidates}
     start = time.perf_counter()
     rounds = 0
     while rounds < repeats or time.perf_counter() - start < min_seconds:
         for name, call in candidates.items():
+            time.sleep(settle)
             call()
             t0 = time.perf_counter()
             call()
