@@ -130,14 +130,14 @@ def test_threaded_and_serial_builds_agree(monkeypatch, dtype):
 # unit strides (one extended run) and strides with several column phases; dilation;
 # padding wider than the window; input rows and columns that no window reads; ranks 1-3.
 DEPTHWISE_CASES = [
-    ((3, 5, 7, 7), (3, 3), {"padding": 1}),
+    ((3, 16, 7, 7), (3, 3), {"padding": 1}),
     ((2, 17, 9, 11), (5, 5), {"stride": 2, "padding": 2}),
     ((1, 33, 10, 13), (3, 2), {"stride": (2, 3), "dilation": (2, 1), "padding": (0, 1)}),
     ((4, 16, 20), (4,), {"stride": 3, "dilation": 2, "padding": 3}),
-    ((2, 6, 5, 7, 8), (2, 3, 3), {"stride": (2, 1, 2), "dilation": (1, 2, 1),
-                                  "padding": (1, 1, 0)}),
-    ((2, 3, 6, 6), (3, 3), {"stride": 2, "padding": 4}),
-    ((20, 2, 4, 5), (2, 3), {"dilation": (1, 2), "padding": (1, 2)}),
+    ((2, 18, 5, 7, 8), (2, 3, 3), {"stride": (2, 1, 2), "dilation": (1, 2, 1),
+                                   "padding": (1, 1, 0)}),
+    ((2, 24, 6, 6), (3, 3), {"stride": 2, "padding": 4}),
+    ((20, 16, 4, 5), (2, 3), {"dilation": (1, 2), "padding": (1, 2)}),
 ]
 
 
@@ -186,11 +186,12 @@ def test_depthwise_channel_blocks_match_the_loops_and_the_plane_kernels(case, dt
 
 
 def test_depthwise_channel_blocks_take_small_planes_and_leave_large_ones():
-    def blocks(size, channels=8, weight_channels=None, kernel=3):
+    def blocks(size, channels, weight_channels=None, kernel=3):
         window = unfold_window((size, size), kernel, padding=1)
         weight = np.empty((weight_channels or channels, kernel * kernel))
         return _kernels._channel_blocks(channels, weight, window.kernel_args(), 4)
 
-    assert blocks(56)  # float32: 58 * 58 rows of 16 lanes, 215 KiB
-    assert not blocks(112)  # 114 * 114 rows, 832 KiB: plane by plane
-    assert not blocks(7, weight_channels=16)  # two outputs per channel: plane by plane
+    assert blocks(56, channels=16)  # float32: 58 * 58 rows of 16 lanes, 215 KiB
+    assert not blocks(112, channels=16)  # 114 * 114 rows, 832 KiB: plane by plane
+    assert not blocks(7, channels=16, weight_channels=32)  # two outputs per channel
+    assert not blocks(7, channels=8)  # half a block

@@ -45,9 +45,11 @@ DEPTHWISE_BLOCK_BYTES = 512 * 1024
 
 def _channel_blocks(channels, weight, window_args, itemsize) -> bool:
     """Whether the depthwise kernels take the problem: one input and one output channel
-    per group, and a block that fits :data:`DEPTHWISE_BLOCK_BYTES`."""
+    per group, at least one full block of channels (fewer would leave lanes idle), and
+    a block that fits :data:`DEPTHWISE_BLOCK_BYTES`."""
     kernel, stride, dilation, _, output_size = window_args
-    if weight.shape[0] != channels or weight.shape[1] != math.prod(kernel):
+    if (channels < _depthwise.LANES or weight.shape[0] != channels
+            or weight.shape[1] != math.prod(kernel)):
         return False
     extents = [(o - 1) * s + (k - 1) * d + 1
                for k, s, d, o in zip(kernel, stride, dilation, output_size)]

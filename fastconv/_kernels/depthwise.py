@@ -92,7 +92,8 @@ def _tasks(batch, channels):
     samples of one block, so that its expanded weights serve them all, unless that
     leaves fewer than :data:`MIN_TASKS` tasks. There is at least one group."""
     blocks = -(-channels // LANES)
-    samples = max(1, -(-batch // max(1, min(batch, -(-MIN_TASKS // blocks)))))
+    wanted_groups = max(1, min(batch, -(-MIN_TASKS // blocks)))
+    samples = max(1, -(-batch // wanted_groups))
     return blocks, samples, max(1, -(-batch // samples))
 
 
