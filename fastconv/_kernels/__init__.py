@@ -51,10 +51,7 @@ def _channel_blocks(channels, weight, window_args, itemsize) -> bool:
     if (channels < _depthwise.LANES or weight.shape[0] != channels
             or weight.shape[1] != math.prod(kernel)):
         return False
-    extents = [(o - 1) * s + (k - 1) * d + 1
-               for k, s, d, o in zip(kernel, stride, dilation, output_size)]
-    width = stride[2] * (output_size[2] + (kernel[2] - 1) * dilation[2] // stride[2])
-    rows = extents[0] * extents[1] * width
+    rows = _depthwise.block_shape(kernel, stride, dilation, output_size)[3]
     return rows * _depthwise.LANES * itemsize <= DEPTHWISE_BLOCK_BYTES
 
 

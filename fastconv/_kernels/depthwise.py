@@ -33,6 +33,16 @@ MIN_TASKS = 16
 
 
 @jit()
+def block_shape(kernel, stride, dilation, output_size):
+    """The extents in depth and height of the padded input that the windows read, the
+    block rows per phase of a row, and the block's rows, its spare row included."""
+    extent_d = (output_size[0] - 1) * stride[0] + (kernel[0] - 1) * dilation[0] + 1
+    extent_h = (output_size[1] - 1) * stride[1] + (kernel[1] - 1) * dilation[1] + 1
+    per_phase = output_size[2] + (kernel[2] - 1) * dilation[2] // stride[2]
+    return extent_d, extent_h, per_phase, extent_d * extent_h * stride[2] * per_phase + 1
+
+
+@jit()
 def block_layout(kernel, stride, dilation, pad_low, input_size, output_size):
     """Tables that place a problem in the block and in ``ext``.
 
@@ -48,11 +58,9 @@ def block_layout(kernel, stride, dilation, pad_low, input_size, output_size):
     dd, dh, dw = dilation
     od, oh, ow = output_size
     depth, height, width = input_size
-    extent_d = (od - 1) * sd + (kd - 1) * dd + 1
-    extent_h = (oh - 1) * sh + (kh - 1) * dh + 1
-    per_phase = ow + (kw - 1) * dw // sw
+    extent_d, extent_h, per_phase, rows = block_shape(kernel, stride, dilation, output_size)
     row_length = sw * per_phase
-    spare = extent_d * extent_h * row_length
+    spare = rows - 1
     input_slots = np.full(depth * height * width, spare, np.int64)
     for z in range(min(depth, extent_d - pad_low[0])):
         for y in range(min(height, extent_h - pad_low[1])):
@@ -83,7 +91,7 @@ def block_layout(kernel, stride, dilation, pad_low, input_size, output_size):
             for b in range(oh):
                 runs[a * oh + b] = ((a * oh + b) * ow,
                                     (a * sd * extent_h + b * sh) * row_length, ow)
-    return spare + 1, input_slots, taps, output_slots, runs, runs[-1, 0] + runs[-1, 2]
+    return rows, input_slots, taps, output_slots, runs, runs[-1, 0] + runs[-1, 2]
 
 
 @jit(inline=True)
