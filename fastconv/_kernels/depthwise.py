@@ -30,6 +30,8 @@ LANES = 16
 CHUNK = 32
 #: Fewest tasks worth splitting a batch for.
 MIN_TASKS = 16
+#: Which factor :func:`_multiply_runs` adds the products to.
+INTO_EXT, INTO_BLOCK, INTO_WEIGHTS = 0, 1, 2
 
 
 @jit()
@@ -147,10 +149,11 @@ def _transpose_out(rows, slots, n, first, planes):
 
 
 @jit(inline=True)
-def _multiply_runs(runs, taps, chunk, weights, ext, block, scatter):
-    """For every run and kernel offset, the products of ``weights`` with the rows of
-    ``ext`` and of ``block`` that the offset pairs: added to ``block`` when
-    ``scatter``, else to ``ext``."""
+def _multiply_runs(runs, taps, chunk, weights, ext, block, into):
+    """For every run and kernel offset ``t``, the elementwise products of two of
+    ``weights[t]``, ``ext`` and ``block`` (at the rows the offset pairs), added to the
+    third: the one ``into`` names (:data:`INTO_EXT`, :data:`INTO_BLOCK` or
+    :data:`INTO_WEIGHTS`)."""
     flat_ext = ext.reshape(-1)
     flat_block = block.reshape(-1)
     for run in range(runs.shape[0]):
@@ -160,15 +163,17 @@ def _multiply_runs(runs, taps, chunk, weights, ext, block, scatter):
             e0 = (ext_row + start) * LANES
             for t in range(taps.size):
                 b0 = (block_row + start + taps[t]) * LANES
-                weight = weights[t]
-                if scatter:
-                    target = flat_block[b0:b0 + count]
-                    source = flat_ext[e0:e0 + count]
+                at_weights = weights[t, :count]
+                at_ext = flat_ext[e0:e0 + count]
+                at_block = flat_block[b0:b0 + count]
+                if into == INTO_EXT:
+                    target, left, right = at_ext, at_weights, at_block
+                elif into == INTO_BLOCK:
+                    target, left, right = at_block, at_weights, at_ext
                 else:
-                    target = flat_ext[e0:e0 + count]
-                    source = flat_block[b0:b0 + count]
+                    target, left, right = at_weights, at_ext, at_block
                 for e in range(count):
-                    target[e] += weight[e] * source[e]
+                    target[e] += left[e] * right[e]
 
 
 @jit(inline=True)
@@ -208,7 +213,8 @@ def convolve(adjoint, source, weight, kernel, stride, dilation, pad_low, output_
             else:
                 _transpose_in(_planes(source), n, first, input_slots, block)
                 ext[:] = 0
-            _multiply_runs(runs, taps, chunk, weights, ext, block, adjoint)
+            _multiply_runs(runs, taps, chunk, weights, ext, block,
+                           INTO_BLOCK if adjoint else INTO_EXT)
             if adjoint:
                 _transpose_out(block, input_slots, n, first, _planes(target))
             else:
@@ -229,25 +235,12 @@ def backward_weight(grad_output, x, kernel, stride, dilation, pad_low, output_si
         first = task % blocks * LANES
         block = np.zeros((block_rows, LANES), x.dtype)
         ext = np.zeros((ext_rows, LANES), x.dtype)
-        flat_ext = ext.reshape(-1)
-        flat_block = block.reshape(-1)
         # lane-wise sums over the rows of a chunk, added across the rows at the end
         partial = np.zeros((taps.size, chunk * LANES), x.dtype)
         for n in _samples(task, blocks, samples, batch):
             _transpose_in(_planes(x), n, first, input_slots, block)
             _transpose_in(_planes(grad_output), n, first, output_slots, ext)
-            for run in range(runs.shape[0]):
-                ext_row, block_row, length = runs[run]
-                for start in range(0, length, chunk):
-                    count = min(chunk, length - start) * LANES
-                    e0 = (ext_row + start) * LANES
-                    source = flat_ext[e0:e0 + count]
-                    for t in range(taps.size):
-                        b0 = (block_row + start + taps[t]) * LANES
-                        inputs = flat_block[b0:b0 + count]
-                        lane_sums = partial[t]
-                        for e in range(count):
-                            lane_sums[e] += source[e] * inputs[e]
+            _multiply_runs(runs, taps, chunk, partial, ext, block, INTO_WEIGHTS)
         total = sums[task // blocks, task % blocks]
         for t in range(taps.size):
             for row in range(chunk):
