@@ -199,26 +199,28 @@ def convolve(adjoint, source, weight, kernel, stride, dilation, pad_low, output_
         output_size)
     chunk = _chunk_rows(runs)
     blocks, samples, groups = _tasks(batch, channels)
+    sources, targets = _planes(source), _planes(target)
     for task in prange(blocks * groups):
         first = task % blocks * LANES
         weights = _expanded_weights(weight, first, chunk, source.dtype)
-        # Rows that are never written stay zero: the padding, ext's dropped columns and
-        # the block's spare row, which gives 0 to input positions no window reads.
+        # Rows that are never loaded stay zero: the padding and ext's dropped columns;
+        # in the adjoint also the block's spare row, which gives 0 to the input
+        # positions that no window reads.
         block = np.zeros((block_rows, LANES), source.dtype)
         ext = np.zeros((ext_rows, LANES), source.dtype)
         for n in _samples(task, blocks, samples, batch):
             if adjoint:
-                _transpose_in(_planes(source), n, first, output_slots, ext)
+                _transpose_in(sources, n, first, output_slots, ext)
                 block[:] = 0
             else:
-                _transpose_in(_planes(source), n, first, input_slots, block)
+                _transpose_in(sources, n, first, input_slots, block)
                 ext[:] = 0
             _multiply_runs(runs, taps, chunk, weights, ext, block,
                            INTO_BLOCK if adjoint else INTO_EXT)
             if adjoint:
-                _transpose_out(block, input_slots, n, first, _planes(target))
+                _transpose_out(block, input_slots, n, first, targets)
             else:
-                _transpose_out(ext, output_slots, n, first, _planes(target))
+                _transpose_out(ext, output_slots, n, first, targets)
 
 
 @jit(parallel=True)
@@ -231,6 +233,7 @@ def backward_weight(grad_output, x, kernel, stride, dilation, pad_low, output_si
     chunk = _chunk_rows(runs)
     blocks, samples, groups = _tasks(batch, channels)
     sums = np.zeros((groups, blocks, taps.size, LANES), x.dtype)
+    inputs, grads = _planes(x), _planes(grad_output)
     for task in prange(blocks * groups):
         first = task % blocks * LANES
         block = np.zeros((block_rows, LANES), x.dtype)
@@ -238,8 +241,8 @@ def backward_weight(grad_output, x, kernel, stride, dilation, pad_low, output_si
         # lane-wise sums over the rows of a chunk, added across the rows at the end
         partial = np.zeros((taps.size, chunk * LANES), x.dtype)
         for n in _samples(task, blocks, samples, batch):
-            _transpose_in(_planes(x), n, first, input_slots, block)
-            _transpose_in(_planes(grad_output), n, first, output_slots, ext)
+            _transpose_in(inputs, n, first, input_slots, block)
+            _transpose_in(grads, n, first, output_slots, ext)
             _multiply_runs(runs, taps, chunk, partial, ext, block, INTO_WEIGHTS)
         total = sums[task // blocks, task % blocks]
         for t in range(taps.size):
