@@ -17,10 +17,13 @@ launcher through its ``by_rows`` argument:
 - by positions, for strided windows and short rows, where per-row overhead would
   dominate: a ``(volume, L)`` table of flat input positions (-1 in the padding),
   built once per call, drives an element loop.
+
+Indices computed from offsets are cast to ``uintp``: Numba wraps negative indices
+around, and that branch on every element keeps LLVM from vectorising the row loops.
 """
 
 import numpy as np
-from numba import prange
+from numba import prange, uintp
 
 from .._config import jit
 
@@ -131,15 +134,19 @@ def im2col(by_rows, x, kernel, stride, dilation, pad_low, output_size, cols):
                     start = (a * oh + b) * ow
                     if d_lo <= a < d_hi and h_lo <= b < h_hi:
                         source = input_start(x, a, b, sd, sh, z0, y0, x0)
-                        line[start:start + w_lo] = 0
-                        line[start + w_lo:start + w_hi] = plane[source + w_lo:source + w_hi]
-                        line[start + w_hi:start + ow] = 0
+                        for q in range(w_lo):
+                            line[uintp(start + q)] = 0
+                        for q in range(w_lo, w_hi):
+                            line[uintp(start + q)] = plane[uintp(source + q)]
+                        for q in range(w_hi, ow):
+                            line[uintp(start + q)] = 0
                     else:
-                        line[start:start + ow] = 0
+                        for q in range(ow):
+                            line[uintp(start + q)] = 0
         else:
             for w in range(positions.shape[1]):
                 p = positions[offset, w]
-                line[w] = plane[p] if p >= 0 else 0
+                line[w] = plane[uintp(p)] if p >= 0 else 0
 
 
 @jit(parallel=True)
@@ -163,9 +170,10 @@ def col2im(by_rows, cols, kernel, stride, dilation, pad_low, output_size, x):
                     for b in range(h_lo, h_hi):
                         start = (a * oh + b) * ow
                         target = input_start(x, a, b, sd, sh, z0, y0, x0)
-                        plane[target + w_lo:target + w_hi] += line[start + w_lo:start + w_hi]
+                        for q in range(w_lo, w_hi):
+                            plane[uintp(target + q)] += line[uintp(start + q)]
             else:
                 for w in range(positions.shape[1]):
                     p = positions[offset, w]
                     if p >= 0:
-                        plane[p] += line[w]
+                        plane[uintp(p)] += line[w]
