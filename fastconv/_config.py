@@ -76,7 +76,9 @@ class Kernel:
     """A kernel compiled twice: threaded for large calls, serial for small ones.
 
     Call it as ``kernel(work, *args)``, with ``work`` the number of elements it will
-    touch. Parallel launches hold :data:`PARALLEL_LAUNCH_LOCK`.
+    touch. The serial build runs below :data:`PARALLEL_MIN_WORK` and wherever the
+    calling thread has one thread to give (Numba's count is per thread: fastconv's
+    worker threads have one). Parallel launches hold :data:`PARALLEL_LAUNCH_LOCK`.
     """
 
     def __init__(self, func):
@@ -88,7 +90,7 @@ class Kernel:
         self.__doc__ = func.__doc__
 
     def __call__(self, work: int, *args):
-        if work < PARALLEL_MIN_WORK:
+        if work < PARALLEL_MIN_WORK or numba.get_num_threads() == 1:
             return self.serial(*args)
         with PARALLEL_LAUNCH_LOCK:
             return self.parallel(*args)

@@ -472,16 +472,18 @@ class Tile:
         return math.prod(output_size)
 
 
-def plan_tiles(batch: int, window: Window, bytes_per_column: int, bytes_per_sample: int,
+def plan_tiles(samples: range, window: Window, bytes_per_column: int, bytes_per_sample: int,
                budget: int) -> list[Tile]:
-    """Cut ``batch`` samples of ``window``'s output into tiles that need at most ``budget``
-    bytes of workspace (or one output line), where each output position of a tile takes
-    ``bytes_per_column`` and each sample ``bytes_per_sample`` more."""
+    """Cut ``window``'s output for ``samples`` (a unit-step range) into tiles that need
+    at most ``budget`` bytes of workspace (or one output line), where each output
+    position of a tile takes ``bytes_per_column`` and each sample ``bytes_per_sample``
+    more."""
     args = window.kernel_args()
     per_sample = bytes_per_column * window.output_volume + bytes_per_sample
     if per_sample <= budget or window.output_volume == 1:
-        step = max(1, budget // per_sample) if per_sample else max(batch, 1)
-        return [Tile(n, min(n + step, batch), -1, 0, 0, args) for n in range(0, batch, step)]
+        step = max(1, budget // per_sample) if per_sample else max(len(samples), 1)
+        return [Tile(n, min(n + step, samples.stop), -1, 0, 0, args)
+                for n in range(samples.start, samples.stop, step)]
     kernel, stride, dilation, pad_low, output_size = args
     # Slabs cut the first axis longer than one, so that each is contiguous in the output;
     # the smallest is one line of it, even where that line alone exceeds the budget.
@@ -489,7 +491,7 @@ def plan_tiles(batch: int, window: Window, bytes_per_column: int, bytes_per_samp
     inner = math.prod(output_size[axis + 1:]) * bytes_per_column
     step = max(1, (budget - bytes_per_sample) // inner)
     tiles = []
-    for n in range(batch):
+    for n in samples:
         for start in range(0, output_size[axis], step):
             stop = min(start + step, output_size[axis])
             size = (*output_size[:axis], stop - start, *output_size[axis + 1:])

@@ -4,12 +4,18 @@ The kernels and the GEMMs run one after the other, never nested, so giving both 
 same count keeps every core busy without oversubscribing. NumPy's wheels bundle
 OpenBLAS, whose thread count is set through its own C entry point; with another BLAS
 only Numba's count is set, and a warning says so.
+
+While fastconv's own worker threads run GEMMs side by side (:mod:`fastconv._workers`),
+:func:`serial_blas` holds OpenBLAS at one thread.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
+import os
+import threading
 import warnings
 from pathlib import Path
 
@@ -38,6 +44,57 @@ def _openblas():
                 getter.restype = ctypes.c_int
                 return setter, getter
     return None
+
+
+class _SerialBlas:
+    """How many passes hold OpenBLAS at one thread, and the count to restore after."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.holders = 0
+        self.restore_to = 1
+
+
+_serial = _SerialBlas()
+
+
+def _reset_after_fork() -> None:
+    """In a forked child no pass is running: give OpenBLAS back its count, and a lock
+    that no thread of the parent can hold."""
+    global _serial
+    holders, restore_to = _serial.holders, _serial.restore_to
+    _serial = _SerialBlas()
+    blas = _openblas()
+    if holders and blas is not None:
+        blas[0](restore_to)
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def can_serialize_blas() -> bool:
+    """Whether :func:`serial_blas` can hold NumPy's BLAS at one thread."""
+    return _openblas() is not None
+
+
+@contextlib.contextmanager
+def serial_blas():
+    """Hold OpenBLAS at one thread while the block runs, however many threads are in
+    such blocks at once; the last to leave restores the count. Other threads' NumPy
+    GEMMs run single-threaded meanwhile."""
+    setter, getter = _openblas()
+    with _serial.lock:
+        if _serial.holders == 0:
+            _serial.restore_to = int(getter())
+            setter(1)
+        _serial.holders += 1
+    try:
+        yield
+    finally:
+        with _serial.lock:
+            _serial.holders -= 1
+            if _serial.holders == 0:
+                setter(_serial.restore_to)
 
 
 def blas_threads() -> int | None:
@@ -94,4 +151,8 @@ def set_num_threads(n: int) -> None:
         warnings.warn("fastconv: NumPy's BLAS is not a bundled OpenBLAS; only the Numba "
                       "kernels' thread count was set", RuntimeWarning, stacklevel=2)
     else:
-        blas[0](int(n))
+        with _serial.lock:
+            if _serial.holders:  # a pass holds BLAS at one thread: set n when it ends
+                _serial.restore_to = int(n)
+            else:
+                blas[0](int(n))

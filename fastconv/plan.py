@@ -16,13 +16,15 @@ is its own column matrix.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import sys
 
+import numba
 import numpy as np
 
-from . import _kernels
+from . import _kernels, _workers
 from ._arrays import as_float_array, as_float_dtype, check_array
 from ._geometry import (
     ConvGeometry,
@@ -37,6 +39,15 @@ from ._padding import pad, pad_adjoint
 
 #: Default cap on a plan's workspace, in bytes; see :func:`set_workspace_limit`.
 DEFAULT_WORKSPACE_LIMIT = 128 * 2**20
+#: Workspace of one tile on a worker thread: columns this size are still in the cache
+#: when the GEMM reads them...
+WORKER_TILE_BYTES = 2 * 2**20
+#: ...unless that leaves fewer output positions than this, too few for an efficient GEMM.
+WORKER_TILE_COLUMNS = 1024
+#: Each worker's GEMMs pack the whole weight matrix: below this many output positions
+#: per filter in a worker's share (ResNet-50's strided 1x1 layer: 98 positions for 2048
+#: filters), packing it twice costs more than the workers gain, and a pass runs in one go.
+MIN_WORKER_POSITIONS_PER_FILTER = 0.25
 
 _workspace_limit = DEFAULT_WORKSPACE_LIMIT
 
@@ -199,27 +210,80 @@ class ConvPlan:
         # Per output position, the GEMM path holds a column of im2col (or, for 1x1, the
         # input reordered) and a reordered column of the output or its gradient; per
         # sample, the explicitly padded input or, going back, its gradient and the up to
-        # three copies that fold the padding back (see pad_adjoint). Tiles are as
-        # large as the limit allows: each switch between a Numba kernel and a GEMM costs
-        # more (BLAS threads spin on after their GEMM) than cache misses do. The direct
-        # kernels need no columns: one tile.
+        # three copies that fold the padding back (see pad_adjoint). Run in one go, tiles
+        # are as large as the limit allows: each switch between a Numba kernel and a
+        # threaded GEMM costs more (BLAS threads spin on after their GEMM) than cache
+        # misses do. Split among worker threads (see _pieces), they are cache-sized. The
+        # direct kernels need no columns: one tile.
         padded = 4 * g.in_channels * math.prod(kernel_window.input_size) * itemsize \
             if self._explicit_padding else 0
+        self._kernel_window = kernel_window
+        self._pieces_by_count: dict[int, list[list[Tile]] | None] = {}
         if self.algorithm == "gemm":
-            per_column = (g.col_rows + g.out_channels) * itemsize
+            self._per_column = (g.col_rows + g.out_channels) * itemsize
+            self._per_sample = padded
             # backward_weight sums tiles through a weight-sized partial product
-            partial = math.prod(self.weight_shape) * itemsize
-            self._tiles = plan_tiles(g.batch, kernel_window, per_column, padded,
-                                     self.workspace_limit - partial)
+            weight_bytes = math.prod(self.weight_shape) * itemsize
+            self._tiles = plan_tiles(range(g.batch), kernel_window, self._per_column, padded,
+                                     self.workspace_limit - weight_bytes)
+            self.workspace_nbytes = weight_bytes + self._tiles_nbytes(self._tiles)
+            # A worker also keeps its own sum of the weight gradient; with as many
+            # workers as Numba has threads, all of them stay under the limit. Without
+            # columns, a worker's tiles are its samples, each one a view.
+            most_workers = max(1, min(numba.config.NUMBA_NUM_THREADS, g.batch))
+            self._worker_budget = max(1, min(
+                max(WORKER_TILE_BYTES, WORKER_TILE_COLUMNS * self._per_column)
+                if self._needs_columns else
+                self._per_column * kernel_window.output_volume + padded,
+                self.workspace_limit // most_workers - 2 * weight_bytes))
+            side_by_side = [
+                # the largest tile is among those of the longest run of samples
+                workers * (2 * weight_bytes + self._tiles_nbytes(plan_tiles(
+                    range(-(-g.batch // workers)), kernel_window, self._per_column, padded,
+                    self._worker_budget)))
+                for workers in range(2, most_workers + 1)]
+            if max(side_by_side, default=0) <= self.workspace_limit:
+                self.workspace_nbytes = max([self.workspace_nbytes, *side_by_side])
+            else:  # even tiles of one output line would not fit: run in one go
+                self._worker_budget = 0
         else:
-            per_column = partial = 0
-            self._tiles = plan_tiles(g.batch, kernel_window, 0, 0, sys.maxsize)
-        #: output positions of the largest tile, all its samples together
-        self._tile_columns = max(((t.last - t.first) * t.columns for t in self._tiles),
-                                 default=0)
-        self.workspace_nbytes = partial + max(
-            ((t.last - t.first) * (t.columns * per_column + padded) for t in self._tiles),
-            default=0)
+            self._tiles = plan_tiles(range(g.batch), kernel_window, 0, 0, sys.maxsize)
+            self._worker_budget = 0
+            self.workspace_nbytes = 0
+
+    def _tiles_nbytes(self, tiles: list[Tile]) -> int:
+        """Workspace of the largest of ``tiles``: its columns, its GEMM output and its
+        samples' padding."""
+        return max(((t.last - t.first) * (t.columns * self._per_column + self._per_sample)
+                    for t in tiles), default=0)
+
+    def _pieces(self, workers: int) -> list[list[Tile]] | None:
+        """The tiles of each of ``workers`` worker threads (fewer if the batch is
+        smaller): consecutive samples each, so that no two write into the same sample
+        of the input gradient; None when the pass should run in one go instead."""
+        g = self.geometry
+        workers = min(workers, g.batch)
+        if workers < 2 or self._worker_budget <= 0:
+            return None
+        share = g.batch // workers * self._kernel_window.output_volume
+        if share < MIN_WORKER_POSITIONS_PER_FILTER * g.out_channels // g.groups:
+            return None
+        if workers not in self._pieces_by_count:
+            batch = g.batch
+            self._pieces_by_count[workers] = [
+                plan_tiles(range(batch * w // workers, batch * (w + 1) // workers),
+                           self._kernel_window, self._per_column, self._per_sample,
+                           self._worker_budget)
+                for w in range(workers)]
+        return self._pieces_by_count[workers]
+
+    def _run_pieces(self, work) -> list:
+        """``work(tiles)`` over all of the plan's tiles: split among worker threads when
+        the calling thread has several, else in one go. One result per piece."""
+        pieces = self._pieces(_workers.available_workers())
+        if pieces is None:
+            return [work(self._tiles)]
+        return _workers.run([functools.partial(work, tiles) for tiles in pieces])
 
     def __repr__(self) -> str:
         g = self.geometry
@@ -284,11 +348,11 @@ class ConvPlan:
                         _by_sample(cols, samples, tile.columns))
         return cols.reshape(g.groups, -1, samples * tile.columns)
 
-    def _workspace(self) -> np.ndarray:
-        """A flat buffer for the largest tile's columns."""
+    def _workspace(self, tiles: list[Tile]) -> np.ndarray:
+        """A flat buffer for the columns of the largest of ``tiles``."""
         if not self._needs_columns:
             return np.empty(0, self.dtype)
-        return np.empty(self.geometry.col_rows * self._tile_columns, self.dtype)
+        return np.empty(self.geometry.col_rows * _largest_tile_columns(tiles), self.dtype)
 
     # -- the three passes --------------------------------------------------------------
 
@@ -357,9 +421,14 @@ class ConvPlan:
     def _gemm_forward(self, x, weight) -> np.ndarray:
         y = np.empty(self.output_shape, self.dtype)
         matrices = self._weight_matrices(weight)
-        workspace = self._workspace()
-        product = np.empty(self.geometry.out_channels * self._tile_columns, self.dtype)
-        for tile in self._tiles:
+        self._run_pieces(lambda tiles: self._forward_tiles(x, matrices, tiles, y))
+        return y
+
+    def _forward_tiles(self, x, matrices, tiles, y) -> None:
+        workspace = self._workspace(tiles)
+        product = np.empty(self.geometry.out_channels * _largest_tile_columns(tiles),
+                           self.dtype)
+        for tile in tiles:
             out = self._grouped(y, tile)  # (samples, groups, out // groups, columns)
             samples, groups, filters, columns = out.shape
             if not self._needs_columns:  # one GEMM per sample, straight into y
@@ -372,20 +441,24 @@ class ConvPlan:
                 np.matmul(matrices, self._columns(x, tile, workspace), out=tile_product)
                 out[...] = tile_product.reshape(groups, filters, samples, columns).transpose(
                     2, 0, 1, 3)
-        return y
 
     def _gemm_backward_input(self, grad_output, weight) -> np.ndarray:
-        g = self.geometry
         transposed = self._weight_matrices(weight).transpose(0, 2, 1)
         dx = np.empty(self.input_shape, self.dtype)
+        self._run_pieces(
+            lambda tiles: self._backward_input_tiles(grad_output, transposed, tiles, dx))
+        return dx
+
+    def _backward_input_tiles(self, grad_output, transposed, tiles, dx) -> None:
+        g = self.geometry
         if not self._needs_columns:  # dx has the output's spatial shape
-            for tile in self._tiles:
+            for tile in tiles:
                 np.matmul(transposed, self._grouped(grad_output, tile),
                           out=self._grouped(dx, tile))
-            return dx
-        workspace = self._workspace()
+            return
+        workspace = self._workspace(tiles)
         # Slabs of one sample add into the same image: group the tiles by sample range.
-        for (first, last), tiles in itertools.groupby(self._tiles, lambda t: (t.first, t.last)):
+        for (first, last), same_samples in itertools.groupby(tiles, lambda t: (t.first, t.last)):
             if self._explicit_padding:
                 padded = np.zeros((last - first, g.in_channels, *self._kernel_spatial),
                                   self.dtype)
@@ -393,7 +466,7 @@ class ConvPlan:
                 padded = dx[first:last].reshape(last - first, g.in_channels,
                                                 *self._kernel_spatial)
                 padded[...] = 0
-            for tile in tiles:
+            for tile in same_samples:
                 samples = tile.last - tile.first
                 dcols = workspace[:samples * g.col_rows * tile.columns]
                 np.matmul(transposed, self._channel_major(grad_output, tile),
@@ -404,14 +477,20 @@ class ConvPlan:
                 padded = padded.reshape(last - first, g.in_channels, *self._kernel_input_size)
                 dx[first:last] = pad_adjoint(padded, g.window.pad_low, g.window.pad_high,
                                              g.padding_mode)
-        return dx
 
     def _gemm_backward_weight(self, grad_output, x) -> np.ndarray:
+        sums = self._run_pieces(lambda tiles: self._backward_weight_tiles(grad_output, x, tiles))
+        dw = sums[0]
+        for piece_sum in sums[1:]:  # in piece order: the same sum on every call
+            dw += piece_sum
+        return dw
+
+    def _backward_weight_tiles(self, grad_output, x, tiles) -> np.ndarray:
         g = self.geometry
         dw = np.zeros((g.groups, g.out_channels // g.groups, g.col_rows // g.groups), self.dtype)
-        workspace = self._workspace()
+        workspace = self._workspace(tiles)
         partial = np.empty_like(dw)
-        for tile in self._tiles:
+        for tile in tiles:
             np.matmul(self._channel_major(grad_output, tile),
                       self._columns(x, tile, workspace).transpose(0, 2, 1), out=partial)
             dw += partial
@@ -473,6 +552,11 @@ def _choose_algorithm(requested, geometry: ConvGeometry) -> str:
     g = geometry
     widest = max(g.in_channels, g.out_channels) // g.groups
     return "direct" if widest <= DIRECT_MAX_GROUP_CHANNELS else "gemm"
+
+
+def _largest_tile_columns(tiles: list[Tile]) -> int:
+    """Output positions of the largest of ``tiles``, all its samples together."""
+    return max(((t.last - t.first) * t.columns for t in tiles), default=0)
 
 
 def _channel_major(piece: np.ndarray) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tracemalloc
 
+import numba
 import numpy as np
 import pytest
 
@@ -33,15 +34,24 @@ def test_plan_passes_equal_the_functional_api():
 
 
 def test_workspace_counts_the_column_matrix_and_the_gemm_output():
+    """In one go, a pass holds the batch's columns and GEMM output and a weight-sized
+    partial product; split among worker threads (here one sample each), every worker
+    holds its sample's and a weight-sized sum besides."""
     plan = ConvPlan((2, 3, 8, 8), (5, 3, 3, 3), padding=1, dtype=np.float64, algorithm="gemm")
-    columns = 2 * 8 * 8
+    columns = 8 * 8
     weight = 5 * 3 * 3 * 3
-    assert plan.workspace_nbytes == 8 * (3 * 9 * columns + 5 * columns + weight)
+    per_sample = 3 * 9 * columns + 5 * columns
+
+    def largest(padding_per_sample):
+        one_go = 2 * (per_sample + padding_per_sample) + weight
+        side_by_side = 2 * (per_sample + padding_per_sample + 2 * weight)
+        return max(one_go, side_by_side) if numba.config.NUMBA_NUM_THREADS >= 2 else one_go
+
+    assert plan.workspace_nbytes == 8 * largest(0)
     padded = ConvPlan((2, 3, 8, 8), (5, 3, 3, 3), padding=1, padding_mode="reflect",
                       dtype=np.float32, algorithm="gemm")
     # per sample: the padded gradient and the copies that fold the padding back
-    assert padded.workspace_nbytes == 4 * (3 * 9 * columns + 5 * columns + weight
-                                           + 2 * 4 * 3 * 10 * 10)
+    assert padded.workspace_nbytes == 4 * largest(4 * 3 * 10 * 10)
 
 
 def test_repeated_calls_are_bitwise_identical():
@@ -107,6 +117,79 @@ def test_tiles_under_a_workspace_limit_give_the_same_results(case, limit):
                                rtol=1e-13, atol=1e-13)
     np.testing.assert_allclose(tiled.backward_weight(dy, x), whole.backward_weight(dy, x),
                                rtol=1e-13, atol=1e-13)
+
+
+needs_two_threads = pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2,
+                                       reason="worker threads need NUMBA_NUM_THREADS >= 2")
+
+
+@pytest.fixture
+def small_worker_tiles(monkeypatch):
+    """Worker tiles of one output line each: slabs of single samples."""
+    monkeypatch.setattr(fastconv.plan, "WORKER_TILE_BYTES", 1)
+    monkeypatch.setattr(fastconv.plan, "WORKER_TILE_COLUMNS", 1)
+
+
+@pytest.fixture
+def threads():
+    """Set the calling thread's count; restored afterwards."""
+    before = fastconv.get_num_threads()
+    yield fastconv.set_num_threads
+    fastconv.set_num_threads(before)
+
+
+@needs_two_threads
+@pytest.mark.parametrize("tiles", ["default", "slabs"])
+@pytest.mark.parametrize("case", range(len(TILING_CASES)))
+def test_worker_threads_give_the_results_of_one_go(case, tiles, threads, request):
+    """Split among two worker threads, each pass equals the pass run in one go on one
+    thread (the GEMMs differ in shape, so to rounding)."""
+    if tiles == "slabs":
+        request.getfixturevalue("small_worker_tiles")
+    input_shape, weight_shape, params = TILING_CASES[case]
+    plan = ConvPlan(input_shape, weight_shape, algorithm="gemm", **params)
+    assert plan._pieces(2) is not None
+    rng = np.random.default_rng(case)
+    x, w = random(rng, input_shape), random(rng, weight_shape)
+    dy = random(rng, plan.output_shape)
+
+    def passes():
+        return (plan.forward(x, w), plan.backward_input(dy, w), plan.backward_weight(dy, x))
+
+    threads(1)
+    one_go = passes()
+    threads(2)
+    for split, whole in zip(passes(), one_go):
+        np.testing.assert_allclose(split, whole, rtol=1e-13, atol=1e-13)
+
+
+@needs_two_threads
+@pytest.mark.parametrize("workers", [2, 3, 7])
+def test_worker_pieces_are_runs_of_whole_samples_that_cover_the_batch(workers,
+                                                                      small_worker_tiles):
+    """No two pieces share a sample (their input gradients would race), and together
+    they hold every tile of the output once, in order."""
+    plan = ConvPlan((5, 4, 9, 8), (6, 2, 3, 3), padding=1, groups=2, algorithm="gemm")
+    pieces = plan._pieces(workers)
+    assert len(pieces) == min(workers, 5)
+    samples = [sorted({n for t in piece for n in range(t.first, t.last)}) for piece in pieces]
+    assert [n for run in samples for n in run] == list(range(5))
+    positions = sum((t.last - t.first) * t.columns for piece in pieces for t in piece)
+    assert positions == 5 * 9 * 8
+
+
+def test_one_sample_and_one_thread_run_in_one_go(threads):
+    assert ConvPlan((1, 4, 9, 8), (6, 4, 3, 3), algorithm="gemm")._pieces(2) is None
+    assert ConvPlan((4, 4, 9, 8), (6, 4, 3, 3), algorithm="gemm")._pieces(1) is None
+    assert ConvPlan((4, 4, 9, 8), (4, 1, 3, 3), groups=4, algorithm="direct")._pieces(2) is None
+
+
+def test_workers_stay_under_a_tight_limit_by_running_in_one_go():
+    """When each worker's own weight-gradient sum and one output line would not fit in
+    the limit together, passes run in one go."""
+    plan = ConvPlan((8, 16, 32, 32), (16, 16, 3, 3), padding=1, dtype=np.float32,
+                    workspace_limit=64 * 2**10)
+    assert plan._pieces(2) is None
 
 
 def test_workspace_stays_under_the_limit():

@@ -1,4 +1,5 @@
-"""The runtime: threads, fork, the kernel cache, warm-up (fastconv._config, _threads)."""
+"""The runtime: threads, fork, the kernel cache, warm-up (fastconv._config, _threads,
+_workers)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv import _config, _threads
+from fastconv import _config, _threads, _workers
 
 from .oracle import random
 
@@ -133,6 +134,63 @@ def test_set_num_threads_sets_numba_and_blas_together():
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
     finally:
         fastconv.set_num_threads(before)
+
+
+needs_openblas = pytest.mark.skipif(not _threads.can_serialize_blas(),
+                                    reason="NumPy's BLAS is not a bundled OpenBLAS")
+
+
+@needs_openblas
+def test_serial_blas_holds_one_thread_until_the_last_holder_leaves():
+    before = _threads.blas_threads()
+    with _threads.serial_blas():
+        assert _threads.blas_threads() == 1
+        with _threads.serial_blas():
+            assert _threads.blas_threads() == 1
+        assert _threads.blas_threads() == 1
+    assert _threads.blas_threads() == before
+
+
+@needs_openblas
+def test_set_num_threads_inside_serial_blas_takes_effect_at_its_end():
+    before = fastconv.get_num_threads()
+    try:
+        with _threads.serial_blas():
+            fastconv.set_num_threads(1)
+            assert _threads.blas_threads() == 1
+            fastconv.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+            assert _threads.blas_threads() == 1
+        assert _threads.blas_threads() == numba.config.NUMBA_NUM_THREADS
+    finally:
+        fastconv.set_num_threads(before)
+
+
+def test_workers_run_every_task_on_one_numba_thread_and_restore_the_callers_count():
+    before = numba.get_num_threads()
+    blas_before = _threads.blas_threads()
+    results = _workers.run([numba.get_num_threads] * 3)
+    assert results == [1, 1, 1]
+    assert numba.get_num_threads() == before
+    assert _threads.blas_threads() == blas_before
+
+
+@pytest.mark.parametrize("failing", [0, 1])
+def test_a_failing_worker_task_raises_after_every_task_finished(failing):
+    blas_before = _threads.blas_threads()
+    finished = []
+
+    def fails():
+        raise ValueError("task failed")
+
+    def slow():
+        finished.append(sum(range(10**6)))
+
+    tasks = [slow, slow, slow]
+    tasks[failing] = fails
+    with pytest.raises(ValueError, match="task failed"):
+        _workers.run(tasks)
+    assert len(finished) == 2
+    assert _threads.blas_threads() == blas_before
 
 
 @pytest.mark.parametrize(("value", "error"), [(0, ValueError), (10**6, ValueError),
