@@ -44,6 +44,9 @@ DEFAULT_WORKSPACE_LIMIT = 128 * 2**20
 WORKER_TILE_BYTES = 2 * 2**20
 #: ...unless that leaves fewer output positions than this, too few for an efficient GEMM.
 WORKER_TILE_COLUMNS = 1024
+#: Fewest multiply-adds of a pass split among worker threads: handing a piece to a
+#: worker and waiting for it takes 0.05 to 0.1 ms.
+WORKER_MIN_WORK = 1 << 22
 #: Each worker's GEMMs pack the whole weight matrix: below this many output positions
 #: per filter in a worker's share (ResNet-50's strided 1x1 layer: 98 positions for 2048
 #: filters), packing it twice costs more than the workers gain, and a pass runs in one go.
@@ -129,7 +132,9 @@ class ConvPlan:
         The algorithm chosen, ``"gemm"`` or ``"direct"``.
     workspace_nbytes : int
         Bytes of temporary memory one pass allocates at most, besides its result and
-        besides a contiguous copy of an input that is not C-contiguous. The direct
+        besides a contiguous copy of an input that is not C-contiguous: the larger of a
+        pass run in one go and a pass split among worker threads (each with its tiles
+        and its own weight-gradient sum), for any thread count. The direct
         kernels' scratch is not counted: a table of window positions per call and, for
         depthwise layers, a block of 16 channels and its output per thread (each at most
         about 512 KiB).
@@ -218,7 +223,7 @@ class ConvPlan:
         padded = 4 * g.in_channels * math.prod(kernel_window.input_size) * itemsize \
             if self._explicit_padding else 0
         self._kernel_window = kernel_window
-        self._pieces_by_count: dict[int, list[list[Tile]] | None] = {}
+        self._pieces_by_count: dict[int, list[list[Tile]]] = {}
         if self.algorithm == "gemm":
             self._per_column = (g.col_rows + g.out_channels) * itemsize
             self._per_sample = padded
@@ -263,15 +268,15 @@ class ConvPlan:
         of the input gradient; None when the pass should run in one go instead."""
         g = self.geometry
         workers = min(workers, g.batch)
-        if workers < 2 or self._worker_budget <= 0:
-            return None
-        share = g.batch // workers * self._kernel_window.output_volume
-        if share < MIN_WORKER_POSITIONS_PER_FILTER * g.out_channels // g.groups:
+        positions = self._kernel_window.output_volume
+        share = g.batch // max(workers, 1) * positions
+        multiply_adds = g.out_channels * g.col_rows // g.groups * g.batch * positions
+        if (workers < 2 or self._worker_budget <= 0 or multiply_adds < WORKER_MIN_WORK
+                or share < MIN_WORKER_POSITIONS_PER_FILTER * g.out_channels // g.groups):
             return None
         if workers not in self._pieces_by_count:
-            batch = g.batch
             self._pieces_by_count[workers] = [
-                plan_tiles(range(batch * w // workers, batch * (w + 1) // workers),
+                plan_tiles(range(g.batch * w // workers, g.batch * (w + 1) // workers),
                            self._kernel_window, self._per_column, self._per_sample,
                            self._worker_budget)
                 for w in range(workers)]

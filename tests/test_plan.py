@@ -124,7 +124,13 @@ needs_two_threads = pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2,
 
 
 @pytest.fixture
-def small_worker_tiles(monkeypatch):
+def small_passes_split(monkeypatch):
+    """Split passes among worker threads however little work they hold."""
+    monkeypatch.setattr(fastconv.plan, "WORKER_MIN_WORK", 0)
+
+
+@pytest.fixture
+def small_worker_tiles(monkeypatch, small_passes_split):
     """Worker tiles of one output line each: slabs of single samples."""
     monkeypatch.setattr(fastconv.plan, "WORKER_TILE_BYTES", 1)
     monkeypatch.setattr(fastconv.plan, "WORKER_TILE_COLUMNS", 1)
@@ -141,7 +147,8 @@ def threads():
 @needs_two_threads
 @pytest.mark.parametrize("tiles", ["default", "slabs"])
 @pytest.mark.parametrize("case", range(len(TILING_CASES)))
-def test_worker_threads_give_the_results_of_one_go(case, tiles, threads, request):
+def test_worker_threads_give_the_results_of_one_go(case, tiles, threads, request,
+                                                   small_passes_split):
     """Split among two worker threads, each pass equals the pass run in one go on one
     thread (the GEMMs differ in shape, so to rounding)."""
     if tiles == "slabs":
@@ -178,13 +185,24 @@ def test_worker_pieces_are_runs_of_whole_samples_that_cover_the_batch(workers,
     assert positions == 5 * 9 * 8
 
 
-def test_one_sample_and_one_thread_run_in_one_go(threads):
+def test_small_passes_run_in_one_go(monkeypatch):
+    small = ConvPlan((4, 4, 9, 8), (6, 4, 3, 3), algorithm="gemm")
+    assert small._pieces(2) is None
+    monkeypatch.setattr(fastconv.plan, "WORKER_MIN_WORK", 0)
+    assert small._pieces(2) is not None
+
+
+def test_one_sample_one_thread_and_few_positions_per_filter_run_in_one_go(
+        small_passes_split):
     assert ConvPlan((1, 4, 9, 8), (6, 4, 3, 3), algorithm="gemm")._pieces(2) is None
     assert ConvPlan((4, 4, 9, 8), (6, 4, 3, 3), algorithm="gemm")._pieces(1) is None
     assert ConvPlan((4, 4, 9, 8), (4, 1, 3, 3), groups=4, algorithm="direct")._pieces(2) is None
+    # ResNet-50's strided 1x1 layer: 98 positions per worker for 2048 filters
+    assert ConvPlan((4, 1024, 14, 14), (2048, 1024, 1, 1), stride=2,
+                    dtype=np.float32)._pieces(2) is None
 
 
-def test_workers_stay_under_a_tight_limit_by_running_in_one_go():
+def test_workers_stay_under_a_tight_limit_by_running_in_one_go(small_passes_split):
     """When each worker's own weight-gradient sum and one output line would not fit in
     the limit together, passes run in one go."""
     plan = ConvPlan((8, 16, 32, 32), (16, 16, 3, 3), padding=1, dtype=np.float32,

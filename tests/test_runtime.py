@@ -38,8 +38,10 @@ def _passes(x, w):
 
 @pytest.fixture
 def always_parallel(monkeypatch):
-    """Run every kernel through its threaded build, however small the call."""
+    """Split every GEMM pass among worker threads, and run every other kernel through
+    its threaded build, however small the call."""
     monkeypatch.setattr(_config, "PARALLEL_MIN_WORK", 0)
+    monkeypatch.setattr(fastconv.plan, "WORKER_MIN_WORK", 0)
 
 
 def test_eight_python_threads_get_the_serial_answers(always_parallel):
