@@ -19,6 +19,9 @@ CASES = [
     {"kernel_size": 2, "stride": 2},
     {"kernel_size": 3, "padding": 2, "dilation": 2},
     {"kernel_size": (3, 1), "stride": (1, 3), "padding": (0, 1)},
+    # "same" windows: output rows as long as input rows, copied a slice at a time
+    {"kernel_size": 3, "padding": 1},
+    {"kernel_size": (5, 3), "padding": (2, 1)},
 ]
 
 
@@ -28,7 +31,8 @@ def _params(case, rank):
 
 
 # The last spatial size: short rows go through the table of positions; long rows, read
-# with unit stride, are copied by slices (fastconv._kernels.LONG_ROW).
+# with unit stride, are copied by rows (fastconv._kernels.LONG_ROW), and rows as long as
+# the input's by depth slices.
 ROW_LENGTHS = {"short rows": 8, "long rows": _kernels.LONG_ROW + 5}
 
 

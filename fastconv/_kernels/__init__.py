@@ -24,7 +24,10 @@ def _by_rows(window_args) -> bool:
 
 def im2col(x, window_args, cols):
     """Fill ``cols`` ``(C*kd*kh*kw, N, L)`` from ``x`` ``(N, C, D, H, W)``."""
-    _unfold.im2col(cols.size, _by_rows(window_args), x, *window_args, cols)
+    _, stride, _, _, output_size = window_args
+    # joined rows are copied a depth slice at a time, however short they are
+    by_rows = _by_rows(window_args) or _unfold.joined_rows(stride, output_size, x.shape[4])
+    _unfold.im2col(cols.size, by_rows, x, *window_args, cols)
 
 
 def col2im(cols, window_args, x):

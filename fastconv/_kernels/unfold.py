@@ -114,6 +114,37 @@ def input_start(x, a, b, sd, sh, z0, y0, x0):
     return ((a * sd + z0) * height + b * sh + y0) * width + x0
 
 
+@jit(inline=True)
+def joined_rows(stride, output_size, input_width):
+    """Whether output rows are as long as input rows, both read with unit stride: then
+    consecutive rows of a window offset are consecutive in the input too, and im2col
+    copies a depth slice of them at once (:func:`_copy_joined_rows`)."""
+    return stride[1] == 1 and stride[2] == 1 and output_size[2] == input_width
+
+
+@jit(inline=True)
+def _copy_joined_rows(line, plane, base, source, h_lo, h_hi, w_lo, w_hi, size, ow):
+    """im2col of one depth slice of ``size`` outputs that starts at ``line[base]``, when
+    its rows are as long as the input's: output row ``b`` in ``[h_lo, h_hi)`` reads
+    ``plane[source + (b - h_lo) * ow + q]``, valid for columns ``q`` in ``[w_lo, w_hi)``.
+    One copy runs from the first valid element to the last, passing over the padding
+    columns between rows (it reads their wrapped neighbours, inside the plane); those
+    are then zeroed, with the rows outside ``[h_lo, h_hi)``."""
+    first = base + h_lo * ow + w_lo
+    stop = base + (h_hi - 1) * ow + w_hi
+    start = source + w_lo
+    for q in range(first - base):
+        line[uintp(base + q)] = 0
+    for q in range(stop - first):
+        line[uintp(first + q)] = plane[uintp(start + q)]
+    for q in range(base + size - stop):
+        line[uintp(stop + q)] = 0
+    for b in range(h_lo, h_hi - 1):
+        gap = base + b * ow + w_hi
+        for q in range(ow - w_hi + w_lo):
+            line[uintp(gap + q)] = 0
+
+
 @jit(parallel=True)
 def im2col(by_rows, x, kernel, stride, dilation, pad_low, output_size, cols):
     batch, channels = x.shape[:2]
@@ -121,6 +152,7 @@ def im2col(by_rows, x, kernel, stride, dilation, pad_low, output_size, cols):
     sd, sh, _ = stride
     table, positions, planes, volume = window_tables(x, by_rows, kernel, stride, dilation,
                                                      pad_low, output_size)
+    joined = joined_rows(stride, output_size, x.shape[4])
     for task in prange(batch * channels * volume):
         row = task // batch
         n = task % batch
@@ -130,6 +162,11 @@ def im2col(by_rows, x, kernel, stride, dilation, pad_low, output_size, cols):
         if by_rows:
             d_lo, d_hi, h_lo, h_hi, w_lo, w_hi, z0, y0, x0 = table[offset]
             for a in range(od):
+                if joined and d_lo <= a < d_hi and h_lo < h_hi and w_lo < w_hi:
+                    _copy_joined_rows(line, plane, a * oh * ow,
+                                      input_start(x, a, h_lo, sd, sh, z0, y0, x0),
+                                      h_lo, h_hi, w_lo, w_hi, oh * ow, ow)
+                    continue
                 for b in range(oh):
                     start = (a * oh + b) * ow
                     if d_lo <= a < d_hi and h_lo <= b < h_hi:
