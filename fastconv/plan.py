@@ -232,29 +232,36 @@ class ConvPlan:
             self._tiles = plan_tiles(range(g.batch), kernel_window, self._per_column, padded,
                                      self.workspace_limit - weight_bytes)
             self.workspace_nbytes = weight_bytes + self._tiles_nbytes(self._tiles)
-            # A worker also keeps its own sum of the weight gradient; with as many
-            # workers as Numba has threads, all of them stay under the limit. Without
-            # columns, a worker's tiles are its samples, each one a view.
-            most_workers = max(1, min(numba.config.NUMBA_NUM_THREADS, g.batch))
-            self._worker_budget = max(1, min(
-                max(WORKER_TILE_BYTES, WORKER_TILE_COLUMNS * self._per_column)
-                if self._needs_columns else
-                self._per_column * kernel_window.output_volume + padded,
-                self.workspace_limit // most_workers - 2 * weight_bytes))
-            side_by_side = [
-                # the largest tile is among those of the longest run of samples
-                workers * (2 * weight_bytes + self._tiles_nbytes(plan_tiles(
-                    range(-(-g.batch // workers)), kernel_window, self._per_column, padded,
-                    self._worker_budget)))
-                for workers in range(2, most_workers + 1)]
-            if max(side_by_side, default=0) <= self.workspace_limit:
-                self.workspace_nbytes = max([self.workspace_nbytes, *side_by_side])
-            else:  # even tiles of one output line would not fit: run in one go
-                self._worker_budget = 0
+            self._worker_budget = self._worker_tile_budget(weight_bytes)
         else:
             self._tiles = plan_tiles(range(g.batch), kernel_window, 0, 0, sys.maxsize)
             self._worker_budget = 0
             self.workspace_nbytes = 0
+
+    def _worker_tile_budget(self, weight_bytes: int) -> int:
+        """The workspace of one tile on a worker thread, 0 if the passes should always
+        run in one go; raises ``workspace_nbytes`` to what the workers take at most."""
+        if not self._needs_columns:
+            # Workers gain by keeping columns in cache and by never starting a Numba
+            # kernel while BLAS threads spin; a 1x1 convolution has neither, and its
+            # batch-wide threaded GEMMs are faster than per-sample serial ones.
+            return 0
+        batch = self.geometry.batch
+        # A worker also keeps its own sum of the weight gradient; with as many workers
+        # as Numba has threads, all of them stay under the limit.
+        most_workers = max(1, min(numba.config.NUMBA_NUM_THREADS, batch))
+        budget = max(1, min(max(WORKER_TILE_BYTES, WORKER_TILE_COLUMNS * self._per_column),
+                            self.workspace_limit // most_workers - 2 * weight_bytes))
+        side_by_side = [
+            # the largest tile is among those of the longest run of samples
+            workers * (2 * weight_bytes + self._tiles_nbytes(plan_tiles(
+                range(-(-batch // workers)), self._kernel_window, self._per_column,
+                self._per_sample, budget)))
+            for workers in range(2, most_workers + 1)]
+        if max(side_by_side, default=0) > self.workspace_limit:
+            return 0  # even tiles of one output line would not fit
+        self.workspace_nbytes = max([self.workspace_nbytes, *side_by_side])
+        return budget
 
     def _tiles_nbytes(self, tiles: list[Tile]) -> int:
         """Workspace of the largest of ``tiles``: its columns, its GEMM output and its
