@@ -132,8 +132,8 @@ def set_num_threads(n: int) -> None:
     Notes
     -----
     Numba's count applies to the calling Python thread; BLAS's to the process. GEMM
-    passes over several samples are split among ``n`` of fastconv's worker threads,
-    each running single-threaded GEMMs.
+    passes that build im2col columns for several samples are split among ``n`` of
+    fastconv's worker threads, each running single-threaded GEMMs.
 
     Examples
     --------
