@@ -275,10 +275,12 @@ class ConvPlan:
         of the input gradient; None when the pass should run in one go instead."""
         g = self.geometry
         workers = min(workers, g.batch)
+        if workers < 2 or self._worker_budget <= 0:
+            return None
         positions = self._kernel_window.output_volume
-        share = g.batch // max(workers, 1) * positions
+        share = g.batch // workers * positions
         multiply_adds = g.out_channels * g.col_rows // g.groups * g.batch * positions
-        if (workers < 2 or self._worker_budget <= 0 or multiply_adds < WORKER_MIN_WORK
+        if (multiply_adds < WORKER_MIN_WORK
                 or share < MIN_WORKER_POSITIONS_PER_FILTER * g.out_channels // g.groups):
             return None
         if workers not in self._pieces_by_count:

@@ -167,6 +167,7 @@ def test_set_num_threads_inside_serial_blas_takes_effect_at_its_end():
         fastconv.set_num_threads(before)
 
 
+@needs_openblas
 def test_workers_run_every_task_on_one_numba_thread_and_restore_the_callers_count():
     before = numba.get_num_threads()
     blas_before = _threads.blas_threads()
@@ -176,6 +177,7 @@ def test_workers_run_every_task_on_one_numba_thread_and_restore_the_callers_coun
     assert _threads.blas_threads() == blas_before
 
 
+@needs_openblas
 @pytest.mark.parametrize("failing", [0, 1])
 def test_a_failing_worker_task_raises_after_every_task_finished(failing):
     blas_before = _threads.blas_threads()
