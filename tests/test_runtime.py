@@ -177,6 +177,40 @@ def test_workers_run_every_task_on_one_numba_thread_and_restore_the_callers_coun
     assert _threads.blas_threads() == blas_before
 
 
+needs_two_cores = pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="binding threads to cores needs Linux and two allowed cores")
+
+
+@needs_openblas
+@needs_two_cores
+def test_a_pass_running_alone_binds_each_of_its_threads_to_a_core_of_its_own():
+    allowed = os.sched_getaffinity(0)
+    seen = _workers.run([lambda: os.sched_getaffinity(0)] * 2)
+    assert all(len(cores) == 1 for cores in seen)
+    assert seen[0] != seen[1] and seen[0] | seen[1] <= allowed
+    assert os.sched_getaffinity(0) == allowed
+    worker = _workers._workers(1)[0]  # gets the caller's cores back too
+    assert os.sched_getaffinity(worker.native_id) == allowed
+
+
+@needs_two_cores
+def test_threads_are_bound_only_while_no_other_pass_runs():
+    allowed = os.sched_getaffinity(0)
+
+    def second_pass():
+        with _workers._cores_of_their_own([0]):
+            return os.sched_getaffinity(0)
+
+    with ThreadPoolExecutor(1) as other_thread:
+        other_thread.submit(os.getpid).result()  # started unbound: threads inherit a binding
+        with _workers._cores_of_their_own([0]):
+            assert len(os.sched_getaffinity(0)) == 1
+            assert other_thread.submit(second_pass).result() == allowed
+    assert os.sched_getaffinity(0) == allowed
+    assert _workers._running == 0
+
+
 @needs_openblas
 @pytest.mark.parametrize("failing", [0, 1])
 def test_a_failing_worker_task_raises_after_every_task_finished(failing):
