@@ -133,8 +133,9 @@ class ConvPlan:
     workspace_nbytes : int
         Bytes of temporary memory one pass allocates at most, besides its result and
         besides a contiguous copy of an input that is not C-contiguous: the larger of a
-        pass run in one go and a pass split among worker threads (each with its tiles
-        and its own weight-gradient sum), for any thread count. The direct
+        pass run in one go and a pass split among worker threads (each with its tiles,
+        its own weight-gradient sum and, for a single sample, all but the first with an
+        input gradient of its own), for any thread count. The direct
         kernels' scratch is not counted: a table of window positions per call and, for
         depthwise layers, a block of 16 channels and its output per thread (each at most
         about 512 KiB).
@@ -248,15 +249,19 @@ class ConvPlan:
             return 0
         batch = self.geometry.batch
         # A worker also keeps its own sum of the weight gradient; with as many workers
-        # as Numba has threads, all of them stay under the limit.
-        most_workers = max(1, min(numba.config.NUMBA_NUM_THREADS, batch))
+        # as Numba has threads, all of them stay under the limit. A single sample is
+        # split into slabs.
+        most_workers = min(numba.config.NUMBA_NUM_THREADS, batch if batch > 1 else sys.maxsize)
+        # each worker but the first scatters a single sample into a gradient of its own
+        own_gradient = math.prod(self.input_shape) * self.dtype.itemsize if batch == 1 else 0
         budget = max(1, min(max(WORKER_TILE_BYTES, WORKER_TILE_COLUMNS * self._per_column),
-                            self.workspace_limit // most_workers - 2 * weight_bytes))
+                            self.workspace_limit // most_workers - 2 * weight_bytes
+                            - own_gradient))
         side_by_side = [
             # the largest tile is among those of the longest run of samples
             workers * (2 * weight_bytes + self._tiles_nbytes(plan_tiles(
                 range(-(-batch // workers)), self._kernel_window, self._per_column,
-                self._per_sample, budget)))
+                self._per_sample, budget))) + (workers - 1) * own_gradient
             for workers in range(2, most_workers + 1)]
         if max(side_by_side, default=0) > self.workspace_limit:
             return 0  # even tiles of one output line would not fit
@@ -270,34 +275,54 @@ class ConvPlan:
                     for t in tiles), default=0)
 
     def _pieces(self, workers: int) -> list[list[Tile]] | None:
-        """The tiles of each of ``workers`` worker threads (fewer if the batch is
-        smaller): consecutive samples each, so that no two write into the same sample
-        of the input gradient; None when the pass should run in one go instead."""
+        """The tiles of each of ``workers`` worker threads (fewer if there are fewer
+        samples or slabs), or None when the pass should run in one go instead.
+
+        Each worker takes consecutive samples, so that no two add into the same
+        sample's input gradient; a single sample is split into runs of slabs of its
+        output (their windows overlap in the input gradient: each worker but the first
+        adds into a gradient of its own).
+        """
         g = self.geometry
-        workers = min(workers, g.batch)
+        if g.batch > 1:
+            workers = min(workers, g.batch)
         if workers < 2 or self._worker_budget <= 0:
             return None
         positions = self._kernel_window.output_volume
-        share = g.batch // workers * positions
         multiply_adds = g.out_channels * g.col_rows // g.groups * g.batch * positions
+        share = g.batch * positions // workers
         if (multiply_adds < WORKER_MIN_WORK
                 or share < MIN_WORKER_POSITIONS_PER_FILTER * g.out_channels // g.groups):
             return None
         if workers not in self._pieces_by_count:
-            self._pieces_by_count[workers] = [
-                plan_tiles(range(g.batch * w // workers, g.batch * (w + 1) // workers),
+            self._pieces_by_count[workers] = (
+                self._sample_runs(workers) if g.batch > 1 else self._slab_runs(workers))
+        pieces = self._pieces_by_count[workers]
+        return pieces if len(pieces) > 1 else None  # one slab: nothing to split
+
+    def _sample_runs(self, workers: int) -> list[list[Tile]]:
+        batch = self.geometry.batch
+        return [plan_tiles(range(batch * w // workers, batch * (w + 1) // workers),
                            self._kernel_window, self._per_column, self._per_sample,
                            self._worker_budget)
                 for w in range(workers)]
-        return self._pieces_by_count[workers]
+
+    def _slab_runs(self, workers: int) -> list[list[Tile]]:
+        slabs = plan_tiles(range(1), self._kernel_window, self._per_column, self._per_sample,
+                           self._worker_budget)
+        workers = min(workers, len(slabs))
+        return [slabs[len(slabs) * w // workers:len(slabs) * (w + 1) // workers]
+                for w in range(workers)]
 
     def _run_pieces(self, work) -> list:
-        """``work(tiles)`` over all of the plan's tiles: split among worker threads when
-        the calling thread has several, else in one go. One result per piece."""
+        """``work(tiles, piece)`` over all of the plan's tiles: split among worker
+        threads when the calling thread has several (see :meth:`_pieces`), else in one
+        go as piece 0. One result per piece."""
         pieces = self._pieces(_workers.available_workers())
         if pieces is None:
-            return [work(self._tiles)]
-        return _workers.run([functools.partial(work, tiles) for tiles in pieces])
+            return [work(self._tiles, 0)]
+        return _workers.run([functools.partial(work, tiles, piece)
+                             for piece, tiles in enumerate(pieces)])
 
     def __repr__(self) -> str:
         g = self.geometry
@@ -435,7 +460,7 @@ class ConvPlan:
     def _gemm_forward(self, x, weight) -> np.ndarray:
         y = np.empty(self.output_shape, self.dtype)
         matrices = self._weight_matrices(weight)
-        self._run_pieces(lambda tiles: self._forward_tiles(x, matrices, tiles, y))
+        self._run_pieces(lambda tiles, _: self._forward_tiles(x, matrices, tiles, y))
         return y
 
     def _forward_tiles(self, x, matrices, tiles, y) -> None:
@@ -459,8 +484,15 @@ class ConvPlan:
     def _gemm_backward_input(self, grad_output, weight) -> np.ndarray:
         transposed = self._weight_matrices(weight).transpose(0, 2, 1)
         dx = np.empty(self.input_shape, self.dtype)
-        self._run_pieces(
-            lambda tiles: self._backward_input_tiles(grad_output, transposed, tiles, dx))
+
+        def scatter(tiles, piece):
+            target = dx if piece == 0 or self.geometry.batch > 1 else np.empty_like(dx)
+            self._backward_input_tiles(grad_output, transposed, tiles, target)
+            return target
+
+        for target in self._run_pieces(scatter)[1:]:
+            if target is not dx:  # a single sample's slabs, scattered apart
+                dx += target
         return dx
 
     def _backward_input_tiles(self, grad_output, transposed, tiles, dx) -> None:
@@ -493,7 +525,8 @@ class ConvPlan:
                                              g.padding_mode)
 
     def _gemm_backward_weight(self, grad_output, x) -> np.ndarray:
-        sums = self._run_pieces(lambda tiles: self._backward_weight_tiles(grad_output, x, tiles))
+        sums = self._run_pieces(
+            lambda tiles, _: self._backward_weight_tiles(grad_output, x, tiles))
         dw = sums[0]
         for piece_sum in sums[1:]:  # in piece order: the same sum on every call
             dw += piece_sum

@@ -196,8 +196,35 @@ def test_small_passes_run_in_one_go(monkeypatch):
     assert small._pieces(2) is not None
 
 
-def test_one_sample_one_thread_1x1_and_few_positions_per_filter_run_in_one_go(
+@needs_two_threads
+@pytest.mark.parametrize("padding_mode", ["zeros", "reflect"])
+def test_one_sample_gives_the_results_of_one_go_split_into_slabs(padding_mode, threads,
+                                                                 small_worker_tiles):
+    """A single sample splits into runs of slabs of its output; in the input gradient,
+    where their windows overlap, the second worker scatters into a gradient of its own."""
+    plan = ConvPlan((1, 3, 9, 8), (5, 3, 3, 3), padding=1, padding_mode=padding_mode,
+                    algorithm="gemm")
+    pieces = plan._pieces(2)
+    assert len(pieces) == 2
+    rows = [row for piece in pieces for t in piece for row in range(t.start, t.stop)]
+    assert rows == list(range(9))
+    rng = np.random.default_rng(0)
+    x, w = random(rng, plan.input_shape), random(rng, plan.weight_shape)
+    dy = random(rng, plan.output_shape)
+
+    def passes():
+        return (plan.forward(x, w), plan.backward_input(dy, w), plan.backward_weight(dy, x))
+
+    threads(1)
+    one_go = passes()
+    threads(2)
+    for split, whole in zip(passes(), one_go):
+        np.testing.assert_allclose(split, whole, rtol=1e-13, atol=1e-13)
+
+
+def test_one_slab_one_thread_1x1_and_few_positions_per_filter_run_in_one_go(
         small_passes_split):
+    # a single sample whose columns fit one tile
     assert ConvPlan((1, 4, 9, 8), (6, 4, 3, 3), algorithm="gemm")._pieces(2) is None
     assert ConvPlan((4, 4, 9, 8), (6, 4, 3, 3), algorithm="gemm")._pieces(1) is None
     assert ConvPlan((4, 4, 9, 8), (4, 1, 3, 3), groups=4, algorithm="direct")._pieces(2) is None
@@ -280,11 +307,17 @@ def test_algorithm_argument():
 
 @pytest.mark.parametrize("padding_mode", ["zeros", "reflect"])
 @pytest.mark.parametrize("pass_name", ["forward", "backward_input", "backward_weight"])
-def test_a_pass_allocates_at_most_its_workspace_besides_its_result(pass_name, padding_mode):
-    limit = 512 * 2**10  # a few tiles per sample; room for one padded sample's copies
-    plan = ConvPlan((8, 16, 32, 32), (16, 16, 3, 3), padding=1, padding_mode=padding_mode,
+@pytest.mark.parametrize(("input_shape", "limit"), [
+    ((8, 16, 32, 32), 512 * 2**10),  # a few tiles per sample; room for one padded sample
+    ((1, 16, 64, 64), 4 * 2**20),  # workers take slabs of the sample, and a gradient each
+], ids=["batch", "one sample"])
+def test_a_pass_allocates_at_most_its_workspace_besides_its_result(input_shape, limit,
+                                                                   pass_name, padding_mode):
+    plan = ConvPlan(input_shape, (16, 16, 3, 3), padding=1, padding_mode=padding_mode,
                     dtype=np.float32, workspace_limit=limit)
     assert plan.workspace_nbytes <= limit
+    if input_shape[0] == 1 and numba.config.NUMBA_NUM_THREADS >= 2:
+        assert plan._pieces(2) is not None
     rng = np.random.default_rng(3)
     x, w = random(rng, plan.input_shape, np.float32), random(rng, plan.weight_shape, np.float32)
     dy = random(rng, plan.output_shape, np.float32)
