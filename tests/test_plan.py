@@ -148,20 +148,11 @@ def threads():
 COLUMN_CASES = [case for case in TILING_CASES if max(case[1][2:]) > 1 or case[2]]
 
 
-@needs_two_threads
-@pytest.mark.parametrize("tiles", ["default", "slabs"])
-@pytest.mark.parametrize("case", range(len(COLUMN_CASES)))
-def test_worker_threads_give_the_results_of_one_go(case, tiles, threads, request,
-                                                   small_passes_split):
-    """Split among two worker threads, each pass equals the pass run in one go on one
+def assert_split_equals_one_go(plan, threads, seed):
+    """Each pass split among two worker threads equals the pass run in one go on one
     thread (the GEMMs differ in shape, so to rounding)."""
-    if tiles == "slabs":
-        request.getfixturevalue("small_worker_tiles")
-    input_shape, weight_shape, params = COLUMN_CASES[case]
-    plan = ConvPlan(input_shape, weight_shape, algorithm="gemm", **params)
-    assert plan._pieces(2) is not None
-    rng = np.random.default_rng(case)
-    x, w = random(rng, input_shape), random(rng, weight_shape)
+    rng = np.random.default_rng(seed)
+    x, w = random(rng, plan.input_shape), random(rng, plan.weight_shape)
     dy = random(rng, plan.output_shape)
 
     def passes():
@@ -172,6 +163,20 @@ def test_worker_threads_give_the_results_of_one_go(case, tiles, threads, request
     threads(2)
     for split, whole in zip(passes(), one_go):
         np.testing.assert_allclose(split, whole, rtol=1e-13, atol=1e-13)
+
+
+@needs_two_threads
+@pytest.mark.parametrize("tiles", ["default", "slabs"])
+@pytest.mark.parametrize("case", range(len(COLUMN_CASES)))
+def test_worker_threads_give_the_results_of_one_go(case, tiles, threads, request,
+                                                   small_passes_split):
+    """Split by samples (default tiles) or by slabs of samples."""
+    if tiles == "slabs":
+        request.getfixturevalue("small_worker_tiles")
+    input_shape, weight_shape, params = COLUMN_CASES[case]
+    plan = ConvPlan(input_shape, weight_shape, algorithm="gemm", **params)
+    assert plan._pieces(2) is not None
+    assert_split_equals_one_go(plan, threads, seed=case)
 
 
 @needs_two_threads
@@ -208,18 +213,7 @@ def test_one_sample_gives_the_results_of_one_go_split_into_slabs(padding_mode, t
     assert len(pieces) == 2
     rows = [row for piece in pieces for t in piece for row in range(t.start, t.stop)]
     assert rows == list(range(9))
-    rng = np.random.default_rng(0)
-    x, w = random(rng, plan.input_shape), random(rng, plan.weight_shape)
-    dy = random(rng, plan.output_shape)
-
-    def passes():
-        return (plan.forward(x, w), plan.backward_input(dy, w), plan.backward_weight(dy, x))
-
-    threads(1)
-    one_go = passes()
-    threads(2)
-    for split, whole in zip(passes(), one_go):
-        np.testing.assert_allclose(split, whole, rtol=1e-13, atol=1e-13)
+    assert_split_equals_one_go(plan, threads, seed=0)
 
 
 def test_one_slab_one_thread_1x1_and_few_positions_per_filter_run_in_one_go(
