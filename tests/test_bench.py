@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
 
 import fastconv
-from fastconv.bench import cli, numpy_baseline, runner
+from fastconv.bench import cli, numpy_baseline, runner, targets
 from fastconv.bench.suite import QUICK, load_suite
 from fastconv.bench.timing import interleaved_medians
 
@@ -109,3 +112,16 @@ def test_bench_command_refuses_an_empty_filter():
 def test_check_command_matches_the_baseline(capsys):
     assert cli.main(["check", "--dtype", "float64", "--repeats", "1"]) == 0
     assert "matches the NumPy baseline" in capsys.readouterr().out
+
+
+def test_the_start_up_measurement_without_scipy_hides_it_from_fastconv_and_numba():
+    script = targets._WITHOUT_SCIPY + textwrap.dedent("""
+        import fastconv
+        try:
+            import scipy.linalg
+        except ImportError:
+            print("hidden")
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True, timeout=300)
+    assert out.stdout.split() == ["hidden"]

@@ -273,6 +273,9 @@ def _targets(args) -> int:
     first = startup["import_and_first_step_warm_cache_s"]
     print(f"fresh process, warm cache: import + first conv2d forward and backward "
           f"{first:.2f} s; target <= 1.0 s: {verdict(first, 1.0)}")
+    bare = startup["without_scipy_s"]
+    print(f"the same with SciPy unimportable (only numpy and numba installed): "
+          f"{bare:.2f} s; target <= 1.0 s: {verdict(bare, 1.0)}")
     print(f"warmup(): {startup['warmup_cold_s']:.1f} s from an empty cache, "
           f"{startup['warmup_warm_cache_s']:.2f} s from a warm one")
     if args.out:

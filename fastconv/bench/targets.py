@@ -134,6 +134,18 @@ _FIRST_STEP = textwrap.dedent("""
     print(time.perf_counter() - start)
 """)
 
+#: Run before _FIRST_STEP, it makes SciPy unimportable, as where only fastconv's runtime
+#: dependencies are installed: Numba imports SciPy's BLAS bindings, when SciPy is
+#: there, on loading its first compiled function.
+_WITHOUT_SCIPY = textwrap.dedent("""
+    import importlib.abc, sys
+    class _NoSciPy(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name.partition(".")[0] == "scipy":
+                raise ImportError("SciPy hidden")
+    sys.meta_path.insert(0, _NoSciPy())
+""")
+
 _WARMUP = "import fastconv; print(fastconv.warmup())"
 
 
@@ -145,12 +157,15 @@ def _run(script: str, env: dict) -> float:
 
 def jit_startup() -> dict:
     """Fresh processes: import plus the first float32 conv2d forward and backward with a
-    warm on-disk cache, and ``warmup()`` from an empty cache and from a warm one."""
+    warm on-disk cache (with SciPy importable, if installed, and without), and
+    ``warmup()`` from an empty cache and from a warm one."""
     with tempfile.TemporaryDirectory() as cache:
         env = dict(os.environ, NUMBA_CACHE_DIR=cache,
                    NUMBA_CACHE_LOCATOR_CLASSES="UserProvidedCacheLocator")
         cold_warmup = _run(_WARMUP, env)
         warm_warmup = _run(_WARMUP, env)
         first_step = min(_run(_FIRST_STEP, env) for _ in range(3))
+        without_scipy = min(_run(_WITHOUT_SCIPY + _FIRST_STEP, env) for _ in range(3))
     return {"warmup_cold_s": cold_warmup, "warmup_warm_cache_s": warm_warmup,
-            "import_and_first_step_warm_cache_s": first_step}
+            "import_and_first_step_warm_cache_s": first_step,
+            "without_scipy_s": without_scipy}
