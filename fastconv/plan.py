@@ -380,8 +380,6 @@ class ConvPlan:
         layout in which each pass is one GEMM per group over the whole tile."""
         samples = tile.last - tile.first
         g = self.geometry
-        if not self._needs_columns:  # a 1x1 convolution's input is its own columns
-            return self._channel_major(x, tile)
         cols = workspace[:samples * g.col_rows * tile.columns]
         _kernels.im2col(self._kernel_input(x, tile), tile.window_args,
                         _by_sample(cols, samples, tile.columns))
@@ -538,6 +536,14 @@ class ConvPlan:
         workspace = self._workspace(tiles)
         partial = np.empty_like(dw)
         for tile in tiles:
+            if not self._needs_columns:
+                # One GEMM per sample on the arrays as they lie: reordering both
+                # channel-major first took as long as the GEMMs.
+                for grads, inputs in zip(self._grouped(grad_output, tile),
+                                         self._grouped(x, tile)):
+                    np.matmul(grads, inputs.transpose(0, 2, 1), out=partial)
+                    dw += partial
+                continue
             np.matmul(self._channel_major(grad_output, tile),
                       self._columns(x, tile, workspace).transpose(0, 2, 1), out=partial)
             dw += partial

@@ -11,7 +11,8 @@ import pytest
 import fastconv
 from fastconv import ConvPlan, functional
 
-from .oracle import random
+from . import reference
+from .oracle import assert_close, random
 
 
 def test_plan_passes_equal_the_functional_api():
@@ -327,3 +328,25 @@ def test_a_pass_allocates_at_most_its_workspace_besides_its_result(input_shape, 
         tracemalloc.stop()
     slack = 64 * 2**10  # numpy's small temporaries and views
     assert peak <= plan.workspace_nbytes + result.nbytes + slack
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_1x1_convolution_without_columns_matches_the_loops(dtype):
+    """The 1x1 path multiplies the arrays as they lie, one GEMM per sample in the weight
+    gradient: against the loop reference, with groups and a ragged spatial shape."""
+    plan = ConvPlan((3, 6, 5, 7), (4, 3, 1, 1), groups=2, dtype=dtype)
+    assert not plan._needs_columns
+    rng = np.random.default_rng(5)
+    x, w = random(rng, plan.input_shape, dtype), random(rng, plan.weight_shape, dtype)
+    dy = random(rng, plan.output_shape, dtype)
+    window = {"stride": (1, 1), "pad_low": (0, 0), "dilation": (1, 1), "groups": 2}
+    got = [plan.forward(x, w), plan.backward_input(dy, w), plan.backward_weight(dy, x)]
+    want = [reference.conv(x, w, pad_high=(0, 0), **window),
+            reference.conv_backward_input(dy, w, x.shape, **window),
+            reference.conv_backward_weight(dy, x, w.shape, **window)]
+    magnitude = [reference.conv(abs(x), abs(w), pad_high=(0, 0), **window),
+                 reference.conv_backward_input(abs(dy), abs(w), x.shape, **window),
+                 reference.conv_backward_weight(abs(dy), abs(x), w.shape, **window)]
+    for name, a, b, m, terms in zip(["forward", "backward_input", "backward_weight"], got,
+                                    want, magnitude, [3, 2, 3 * 5 * 7]):
+        assert_close(a, b.astype(dtype), m, terms, label=f"1x1 {name}", reference="loops")
