@@ -81,15 +81,17 @@ def can_serialize_blas() -> bool:
 def serial_blas():
     """Hold OpenBLAS at one thread while the block runs, however many threads are in
     such blocks at once; the last to leave restores the count. Other threads' NumPy
-    GEMMs run single-threaded meanwhile."""
+    GEMMs run single-threaded meanwhile. Yields whether the block entered alone, with
+    no other block under way."""
     setter, getter = _openblas()
     with _serial.lock:
-        if _serial.holders == 0:
+        alone = _serial.holders == 0
+        if alone:
             _serial.restore_to = int(getter())
             setter(1)
         _serial.holders += 1
     try:
-        yield
+        yield alone
     finally:
         with _serial.lock:
             _serial.holders -= 1
@@ -132,8 +134,8 @@ def set_num_threads(n: int) -> None:
     Notes
     -----
     Numba's count applies to the calling Python thread; BLAS's to the process. GEMM
-    passes that build im2col columns for several samples are split among ``n`` of
-    fastconv's worker threads, each running single-threaded GEMMs.
+    passes that build im2col columns are split among ``n`` of fastconv's worker
+    threads, each running single-threaded GEMMs.
 
     Examples
     --------

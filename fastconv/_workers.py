@@ -61,8 +61,6 @@ class _Worker:
 
 _pool: list[_Worker] = []
 _pool_lock = threading.Lock()
-#: How many calls of :func:`run` are under way, in any thread.
-_running = 0
 
 
 def _workers(count: int) -> list[_Worker]:
@@ -77,8 +75,8 @@ def _workers(count: int) -> list[_Worker]:
 
 def _forget_pool() -> None:
     """A forked child has none of the parent's threads: it starts a pool of its own."""
-    global _pool, _pool_lock, _running
-    _pool, _pool_lock, _running = [], threading.Lock(), 0
+    global _pool, _pool_lock
+    _pool, _pool_lock = [], threading.Lock()
 
 
 os.register_at_fork(after_in_child=_forget_pool)
@@ -92,14 +90,10 @@ def available_workers() -> int:
 
 
 @contextlib.contextmanager
-def _cores_of_their_own(thread_ids: list[int]):
+def _cores_of_their_own(thread_ids: list[int], alone: bool):
     """While the block runs, bind each of ``thread_ids`` (0: the calling thread) to a
-    core of its own from the caller's allowed set, if no other call of :func:`run` is
-    under way and there are cores enough; give the set back at its end."""
-    global _running
-    with _pool_lock:
-        _running += 1
-        alone = _running == 1
+    core of its own from the caller's allowed set, if the pass runs ``alone`` (no other
+    is under way) and there are cores enough; give the set back at its end."""
     can_bind = alone and hasattr(os, "sched_setaffinity")
     allowed = os.sched_getaffinity(0) if can_bind else set()
     bound = []
@@ -116,8 +110,6 @@ def _cores_of_their_own(thread_ids: list[int]):
         for thread_id in bound:
             with contextlib.suppress(OSError):
                 os.sched_setaffinity(thread_id, allowed)
-        with _pool_lock:
-            _running -= 1
 
 
 def run(tasks: Sequence[Callable[[], object]]) -> list:
@@ -128,7 +120,8 @@ def run(tasks: Sequence[Callable[[], object]]) -> list:
     busy = workers[:len(tasks) - 1]
     thread_ids = [0, *(worker.native_id for worker in busy)]
     calling_thread_count = numba.get_num_threads()
-    with _threads.serial_blas(), _cores_of_their_own(thread_ids):
+    # a pass is under way exactly while it holds BLAS at one thread
+    with _threads.serial_blas() as alone, _cores_of_their_own(thread_ids, alone):
         futures = [workers[i % len(workers)].submit(task) for i, task in enumerate(tasks[1:])]
         numba.set_num_threads(1)
         try:

@@ -213,10 +213,11 @@ class ConvPlan:
             window.kernel_volume > 1 or any(s > 1 for s in window.stride)
             or window.is_padded or window.input_size != window.output_size)
         itemsize = dtype.itemsize
-        # Per output position, the GEMM path holds a column of im2col (or, for 1x1, the
-        # input reordered) and a reordered column of the output or its gradient; per
-        # sample, the explicitly padded input or, going back, its gradient and the up to
-        # three copies that fold the padding back (see pad_adjoint). Run in one go, tiles
+        # Per output position, the GEMM path holds a column of im2col and a reordered
+        # column of the output or its gradient (a 1x1 convolution without columns
+        # reorders nothing, and holds less); per sample, the explicitly padded input or,
+        # going back, its gradient and the up to three copies that fold the padding back
+        # (see pad_adjoint). Run in one go, tiles
         # are as large as the limit allows: each switch between a Numba kernel and a
         # threaded GEMM costs more (BLAS threads spin on after their GEMM) than cache
         # misses do. Split among worker threads (see _pieces), they are cache-sized. The

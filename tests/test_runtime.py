@@ -145,9 +145,11 @@ needs_openblas = pytest.mark.skipif(not _threads.can_serialize_blas(),
 @needs_openblas
 def test_serial_blas_holds_one_thread_until_the_last_holder_leaves():
     before = _threads.blas_threads()
-    with _threads.serial_blas():
+    with _threads.serial_blas() as alone:
+        assert alone
         assert _threads.blas_threads() == 1
-        with _threads.serial_blas():
+        with _threads.serial_blas() as inner_alone:
+            assert not inner_alone
             assert _threads.blas_threads() == 1
         assert _threads.blas_threads() == 1
     assert _threads.blas_threads() == before
@@ -194,21 +196,22 @@ def test_a_pass_running_alone_binds_each_of_its_threads_to_a_core_of_its_own():
     assert os.sched_getaffinity(worker.native_id) == allowed
 
 
+@needs_openblas
 @needs_two_cores
 def test_threads_are_bound_only_while_no_other_pass_runs():
     allowed = os.sched_getaffinity(0)
 
-    def second_pass():
-        with _workers._cores_of_their_own([0]):
+    def a_pass():
+        with _threads.serial_blas() as alone, _workers._cores_of_their_own([0], alone):
             return os.sched_getaffinity(0)
 
     with ThreadPoolExecutor(1) as other_thread:
         other_thread.submit(os.getpid).result()  # started unbound: threads inherit a binding
-        with _workers._cores_of_their_own([0]):
+        with _threads.serial_blas() as alone, _workers._cores_of_their_own([0], alone):
             assert len(os.sched_getaffinity(0)) == 1
-            assert other_thread.submit(second_pass).result() == allowed
+            assert other_thread.submit(a_pass).result() == allowed
     assert os.sched_getaffinity(0) == allowed
-    assert _workers._running == 0
+    assert _threads._serial.holders == 0
 
 
 @needs_openblas
