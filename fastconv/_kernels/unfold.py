@@ -189,15 +189,16 @@ def im2col(by_rows, x, kernel, stride, dilation, pad_low, output_size, cols):
 @jit(parallel=True)
 def col2im(by_rows, cols, kernel, stride, dilation, pad_low, output_size, x):
     # Adds into x. Each (sample, channel) image is written by one iteration only,
-    # so the scatter-add has no races.
+    # so the scatter-add has no races. Iterations go channel by channel, so that
+    # consecutive ones read neighbouring pieces of the same rows of cols.
     batch, channels = x.shape[:2]
     _, oh, ow = output_size
     sd, sh, _ = stride
     table, positions, planes, volume = window_tables(x, by_rows, kernel, stride, dilation,
                                                      pad_low, output_size)
     for task in prange(batch * channels):
-        n = task // channels
-        c = task % channels
+        c = task // batch
+        n = task % batch
         plane = planes[n, c]
         for offset in range(volume):
             line = cols[c * volume + offset, n]
