@@ -533,22 +533,37 @@ class ConvPlan:
 
     def _backward_weight_tiles(self, grad_output, x, tiles) -> np.ndarray:
         g = self.geometry
-        dw = np.zeros((g.groups, g.out_channels // g.groups, g.col_rows // g.groups), self.dtype)
+        dw = partial = None
+        # The first product is dw: on layers with large weights, zeroing dw and adding a
+        # partial product into it cost a good part of a GEMM.
+        for grads, columns in self._weight_products(grad_output, x, tiles):
+            if dw is None:
+                dw = np.matmul(grads, columns)
+                continue
+            if partial is None:
+                partial = np.empty_like(dw)
+            np.matmul(grads, columns, out=partial)
+            dw += partial
+        if dw is None:  # no samples
+            dw = np.zeros((g.groups, g.out_channels // g.groups, g.col_rows // g.groups),
+                          self.dtype)
+        return dw
+
+    def _weight_products(self, grad_output, x, tiles):
+        """The pairs of matrices whose products sum to the tiles' weight gradient, each
+        ``(groups, out // groups, n) @ (groups, n, rows // groups)``; a pair is only
+        valid until the next is taken (their columns share the workspace)."""
         workspace = self._workspace(tiles)
-        partial = np.empty_like(dw)
         for tile in tiles:
             if not self._needs_columns:
                 # One GEMM per sample on the arrays as they lie: reordering both
                 # channel-major first took as long as the GEMMs.
                 for grads, inputs in zip(self._grouped(grad_output, tile),
                                          self._grouped(x, tile)):
-                    np.matmul(grads, inputs.transpose(0, 2, 1), out=partial)
-                    dw += partial
+                    yield grads, inputs.transpose(0, 2, 1)
                 continue
-            np.matmul(self._channel_major(grad_output, tile),
-                      self._columns(x, tile, workspace).transpose(0, 2, 1), out=partial)
-            dw += partial
-        return dw
+            yield (self._channel_major(grad_output, tile),
+                   self._columns(x, tile, workspace).transpose(0, 2, 1))
 
     # -- the direct algorithm: one tile, the whole batch -----------------------------------
 

@@ -283,8 +283,9 @@ def test_inputs_are_never_modified():
         np.testing.assert_array_equal(v, before[k], err_msg=k)
 
 
-def test_empty_batch():
-    params = {"padding": 1, "groups": 2}
+@pytest.mark.parametrize("params", [{"padding": 1, "groups": 2}, {"padding": 1}],
+                         ids=["direct", "gemm"])
+def test_empty_batch(params):
     _, w, b = _problem(2, np.float32, params)
     x = np.zeros((0, CHANNELS, *SPATIAL[2][0]), np.float32)
     y = fastconv.conv(x, w, b, **params)
