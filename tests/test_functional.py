@@ -99,7 +99,7 @@ def test_long_rows_match_torch(rank, case, dtype):
     rows, which take the table of positions)."""
     params = _case(rank, case)
     rng = np.random.default_rng(2)
-    size = (*SPATIAL[rank][0][:-1], _kernels.LONG_ROW + 3)
+    size = (*SPATIAL[rank][0][:-1], 3 * _kernels.LONG_ROW + 3)  # also with stride 2
     groups = params.get("groups", 1)
     x = random(rng, (BATCH, CHANNELS, *size), dtype)
     w = random(rng, (OUT_CHANNELS, CHANNELS // groups, *SPATIAL[rank][1]), dtype)

@@ -11,12 +11,12 @@ zero in the padding. Rows are ordered channel-major as in
 Every kernel here and in :mod:`.direct` works in one of two forms, chosen by the
 launcher through its ``by_rows`` argument:
 
-- by rows, for unit-stride windows over long rows: each output row is a slice of an
-  input row, and padding is skipped by index ranges computed once per kernel offset
-  (the span table);
-- by positions, for strided windows and short rows, where per-row overhead would
-  dominate: a ``(volume, L)`` table of flat input positions (-1 in the padding),
-  built once per call, drives an element loop.
+- by rows, for long rows: each output row is a slice of an input row, and padding is
+  skipped by index ranges computed once per kernel offset (the span table). Only
+  col2im also takes strided slices this way; the other kernels' rows have unit stride;
+- by positions, for the rest, where per-row overhead would dominate: a ``(volume, L)``
+  table of flat input positions (-1 in the padding), built once per call, drives an
+  element loop.
 
 Indices computed from offsets are cast to ``uintp``: Numba wraps negative indices
 around, and that branch on every element keeps LLVM from vectorising the row loops.
@@ -193,7 +193,7 @@ def col2im(by_rows, cols, kernel, stride, dilation, pad_low, output_size, x):
     # consecutive ones read neighbouring pieces of the same rows of cols.
     batch, channels = x.shape[:2]
     _, oh, ow = output_size
-    sd, sh, _ = stride
+    sd, sh, sw = stride
     table, positions, planes, volume = window_tables(x, by_rows, kernel, stride, dilation,
                                                      pad_low, output_size)
     for task in prange(batch * channels):
@@ -208,8 +208,12 @@ def col2im(by_rows, cols, kernel, stride, dilation, pad_low, output_size, x):
                     for b in range(h_lo, h_hi):
                         start = (a * oh + b) * ow
                         target = input_start(x, a, b, sd, sh, z0, y0, x0)
-                        for q in range(w_lo, w_hi):
-                            plane[uintp(target + q)] += line[uintp(start + q)]
+                        if sw == 1:  # a loop of its own, which LLVM vectorises
+                            for q in range(w_lo, w_hi):
+                                plane[uintp(target + q)] += line[uintp(start + q)]
+                        else:
+                            for q in range(w_lo, w_hi):
+                                plane[uintp(target + q * sw)] += line[uintp(start + q)]
             else:
                 for w in range(positions.shape[1]):
                     p = positions[offset, w]
