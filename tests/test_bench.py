@@ -78,14 +78,17 @@ def test_interleaved_medians_time_each_candidate():
 
 
 def test_summary_geomean_and_minimum():
-    def row(layer, ms, torch_ms, depthwise=False):
-        return runner.Row(layer, "forward", "float32", "nchw", 2, depthwise, ms, 1.0, 1.0, 1.0,
-                          None, torch_ms / ms, torch_ms)
+    def row(layer, ms, torch_ms, depthwise=False, gemm_ratio=1.0):
+        return runner.Row(layer, "forward", "float32", "nchw", 2, depthwise, ms, 1.0, 1.0,
+                          gemm_ratio, None, torch_ms / ms, torch_ms)
 
-    summary = runner.summarize([row("a", 1.0, 4.0), row("b", 2.0, 1.0, depthwise=True)])
+    summary = runner.summarize([row("a", 1.0, 4.0, gemm_ratio=2.0),
+                                row("b", 2.0, 1.0, depthwise=True, gemm_ratio=None)])
     assert summary["step_speedup_geomean"] == pytest.approx(math.sqrt(4.0 * 0.5))
     assert summary["step_speedup_min_layer"] == "b"
     assert summary["depthwise_step_speedup_geomean"] == pytest.approx(0.5)
+    # "a" at its bare GEMM time takes 0.5 ms, 8x faster than torch; "b" stays at 0.5x
+    assert summary["gemm_bound_step_speedup_geomean"] == pytest.approx(math.sqrt(8.0 * 0.5))
 
 
 def test_bench_command_writes_json_csv_and_markdown(tmp_path, capsys):

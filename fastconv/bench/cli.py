@@ -135,6 +135,10 @@ def summary_lines(summary: dict) -> list[str]:
     if summary["gemm_ratio_median"] is not None:
         lines.append(f"time / bare GEMM time, non-depthwise passes: median "
                      f"{summary['gemm_ratio_median']:.2f}, worst {summary['gemm_ratio_max']:.2f}")
+    if summary["gemm_bound_step_speedup_geomean"] is not None:
+        lines.append("training step speedup over torch if every non-depthwise pass took its "
+                     "bare GEMMs' time: geomean "
+                     f"{summary['gemm_bound_step_speedup_geomean']:.2f}x")
     return lines
 
 

@@ -161,12 +161,17 @@ def summarize(rows: list[Row]) -> dict:
     """Training-step speedups over torch (forward + both backward passes per layer)."""
     steps: dict[str, dict[str, float]] = {}
     for row in rows:
-        step = steps.setdefault(row.layer, {"fastconv": 0.0, "torch": 0.0,
+        step = steps.setdefault(row.layer, {"fastconv": 0.0, "torch": 0.0, "gemm_bound": 0.0,
                                             "depthwise": row.depthwise})
         step["fastconv"] += row.fastconv_ms
         step["torch"] += row.torch_ms if row.torch_ms is not None else math.nan
+        # the pass at its bare GEMMs' time; the direct kernels (depthwise) as measured
+        step["gemm_bound"] += (row.fastconv_ms if row.depthwise or row.gemm_ratio is None
+                               else row.fastconv_ms / row.gemm_ratio)
     speedups = {name: s["torch"] / s["fastconv"] for name, s in steps.items()}
     have_torch = [v for v in speedups.values() if not math.isnan(v)]
+    gemm_bound = [s["torch"] / s["gemm_bound"] for s in steps.values()
+                  if not math.isnan(s["torch"])]
     depthwise = [speedups[n] for n, s in steps.items() if s["depthwise"]
                  and not math.isnan(speedups[n])]
     gemm = [r.gemm_ratio for r in rows if not r.depthwise and r.gemm_ratio is not None]
@@ -177,6 +182,8 @@ def summarize(rows: list[Row]) -> dict:
         "step_speedup_min_layer": (min(speedups, key=lambda n: speedups[n])
                                    if have_torch else None),
         "depthwise_step_speedup_geomean": geomean(depthwise) if depthwise else None,
+        # what the speedup would be with im2col, col2im and reordering free
+        "gemm_bound_step_speedup_geomean": geomean(gemm_bound) if gemm_bound else None,
         "gemm_ratio_median": statistics.median(gemm) if gemm else None,
         "gemm_ratio_max": max(gemm) if gemm else None,
         "step_speedups": speedups,
