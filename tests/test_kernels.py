@@ -133,7 +133,8 @@ def test_threaded_and_serial_builds_agree(monkeypatch, dtype):
 # Depthwise problems for the channel-block kernels (fastconv._kernels.depthwise): one,
 # several and partial blocks of channels; batches split into groups of samples or not;
 # unit strides (one extended run) and strides with several column phases; dilation;
-# padding wider than the window; input rows and columns that no window reads; ranks 1-3.
+# padding wider than the window; input rows and columns that no window reads; ranks 1-3;
+# blocks larger than depthwise.L1_BYTES, filled and emptied a row of channels at a time.
 DEPTHWISE_CASES = [
     ((3, 16, 7, 7), (3, 3), {"padding": 1}),
     ((2, 17, 9, 11), (5, 5), {"stride": 2, "padding": 2}),
@@ -143,6 +144,8 @@ DEPTHWISE_CASES = [
                                    "padding": (1, 1, 0)}),
     ((2, 24, 6, 6), (3, 3), {"stride": 2, "padding": 4}),
     ((20, 16, 4, 5), (2, 3), {"dilation": (1, 2), "padding": (1, 2)}),
+    ((1, 16, 22, 22), (3, 3), {"padding": 1}),
+    ((2, 17, 30, 32), (3, 3), {"stride": 2, "padding": 1}),
 ]
 
 

@@ -30,6 +30,8 @@ LANES = 16
 CHUNK = 32
 #: Fewest tasks worth splitting a batch for.
 MIN_TASKS = 16
+#: A typical L1 data cache: see :func:`_row_by_row`.
+L1_BYTES = 32 * 1024
 #: Which factor :func:`_multiply_runs` adds the products to.
 INTO_EXT, INTO_BLOCK, INTO_WEIGHTS = 0, 1, 2
 
@@ -131,9 +133,25 @@ def _expanded_weights(weight, first, chunk, dtype):
 
 
 @jit(inline=True)
+def _row_by_row(slots, rows):
+    """Whether to fill or empty ``rows`` a row of channels at a time rather than a
+    channel at a time: when it is larger than :data:`L1_BYTES`, as a channel at a time
+    passes over it :data:`LANES` times."""
+    return slots.size * rows.shape[1] * rows.itemsize > L1_BYTES
+
+
+@jit(inline=True)
 def _transpose_in(planes, n, first, slots, rows):
     """``rows[slots[p], lane] = planes[n, first + lane, p]`` for every lane in use."""
-    for lane in range(min(LANES, planes.shape[1] - first)):
+    lanes = min(LANES, planes.shape[1] - first)
+    if _row_by_row(slots, rows):
+        channels = planes[n, first:first + lanes]
+        for p in range(slots.size):
+            row = rows[slots[p]]
+            for lane in range(lanes):
+                row[lane] = channels[lane, p]
+        return
+    for lane in range(lanes):
         plane = planes[n, first + lane]
         for p in range(slots.size):
             rows[slots[p], lane] = plane[p]
@@ -142,7 +160,15 @@ def _transpose_in(planes, n, first, slots, rows):
 @jit(inline=True)
 def _transpose_out(rows, slots, n, first, planes):
     """``planes[n, first + lane, p] = rows[slots[p], lane]`` for every lane in use."""
-    for lane in range(min(LANES, planes.shape[1] - first)):
+    lanes = min(LANES, planes.shape[1] - first)
+    if _row_by_row(slots, rows):
+        channels = planes[n, first:first + lanes]
+        for p in range(slots.size):
+            row = rows[slots[p]]
+            for lane in range(lanes):
+                channels[lane, p] = row[lane]
+        return
+    for lane in range(lanes):
         plane = planes[n, first + lane]
         for p in range(slots.size):
             plane[p] = rows[slots[p], lane]
