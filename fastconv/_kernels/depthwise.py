@@ -141,37 +141,28 @@ def _row_by_row(slots, rows):
 
 
 @jit(inline=True)
-def _transpose_in(planes, n, first, slots, rows):
-    """``rows[slots[p], lane] = planes[n, first + lane, p]`` for every lane in use."""
+def _transpose(planes, n, first, slots, rows, into_rows):
+    """``rows[slots[p], lane] = planes[n, first + lane, p]`` for every lane in use if
+    ``into_rows``, else the other way round. Callers pass a constant ``into_rows``, so
+    that after inlining LLVM drops the branches on it."""
     lanes = min(LANES, planes.shape[1] - first)
     if _row_by_row(slots, rows):
         channels = planes[n, first:first + lanes]
         for p in range(slots.size):
             row = rows[slots[p]]
             for lane in range(lanes):
-                row[lane] = channels[lane, p]
+                if into_rows:
+                    row[lane] = channels[lane, p]
+                else:
+                    channels[lane, p] = row[lane]
         return
     for lane in range(lanes):
         plane = planes[n, first + lane]
         for p in range(slots.size):
-            rows[slots[p], lane] = plane[p]
-
-
-@jit(inline=True)
-def _transpose_out(rows, slots, n, first, planes):
-    """``planes[n, first + lane, p] = rows[slots[p], lane]`` for every lane in use."""
-    lanes = min(LANES, planes.shape[1] - first)
-    if _row_by_row(slots, rows):
-        channels = planes[n, first:first + lanes]
-        for p in range(slots.size):
-            row = rows[slots[p]]
-            for lane in range(lanes):
-                channels[lane, p] = row[lane]
-        return
-    for lane in range(lanes):
-        plane = planes[n, first + lane]
-        for p in range(slots.size):
-            plane[p] = rows[slots[p], lane]
+            if into_rows:
+                rows[slots[p], lane] = plane[p]
+            else:
+                plane[p] = rows[slots[p], lane]
 
 
 @jit(inline=True)
@@ -236,17 +227,17 @@ def convolve(adjoint, source, weight, kernel, stride, dilation, pad_low, output_
         ext = np.zeros((ext_rows, LANES), source.dtype)
         for n in _samples(task, blocks, samples, batch):
             if adjoint:
-                _transpose_in(sources, n, first, output_slots, ext)
+                _transpose(sources, n, first, output_slots, ext, True)
                 block[:] = 0
             else:
-                _transpose_in(sources, n, first, input_slots, block)
+                _transpose(sources, n, first, input_slots, block, True)
                 ext[:] = 0
             _multiply_runs(runs, taps, chunk, weights, ext, block,
                            INTO_BLOCK if adjoint else INTO_EXT)
             if adjoint:
-                _transpose_out(block, input_slots, n, first, targets)
+                _transpose(targets, n, first, input_slots, block, False)
             else:
-                _transpose_out(ext, output_slots, n, first, targets)
+                _transpose(targets, n, first, output_slots, ext, False)
 
 
 @jit(parallel=True)
@@ -267,8 +258,8 @@ def backward_weight(grad_output, x, kernel, stride, dilation, pad_low, output_si
         # lane-wise sums over the rows of a chunk, added across the rows at the end
         partial = np.zeros((taps.size, chunk * LANES), x.dtype)
         for n in _samples(task, blocks, samples, batch):
-            _transpose_in(inputs, n, first, input_slots, block)
-            _transpose_in(grads, n, first, output_slots, ext)
+            _transpose(inputs, n, first, input_slots, block, True)
+            _transpose(grads, n, first, output_slots, ext, True)
             _multiply_runs(runs, taps, chunk, partial, ext, block, INTO_WEIGHTS)
         total = sums[task // blocks, task % blocks]
         for t in range(taps.size):
