@@ -12,8 +12,8 @@ Every kernel here and in :mod:`.direct` works in one of two forms, chosen by the
 launcher through its ``by_rows`` argument:
 
 - by rows, for long rows: each output row is a slice of an input row, and padding is
-  skipped by index ranges computed once per kernel offset (the span table). Only
-  col2im also takes strided slices this way; the other kernels' rows have unit stride;
+  skipped by index ranges computed once per kernel offset (the span table). col2im
+  takes strided slices too; the other kernels take rows read with unit stride only;
 - by positions, for the rest, where per-row overhead would dominate: a ``(volume, L)``
   table of flat input positions (-1 in the padding), built once per call, drives an
   element loop.
