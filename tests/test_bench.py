@@ -107,6 +107,30 @@ def test_bench_command_writes_json_csv_and_markdown(tmp_path, capsys):
     assert "lenet5_c1" in printed.err  # the progress display
 
 
+def test_speedup_chart_labels_round_ratios_and_the_plot_is_a_png(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+
+    def row(layer, op_pass, speedup):
+        return runner.Row(layer, op_pass, "float32", "nchw", 2, False, 1.0, 1.0, 1.0, 1.0,
+                          None, speedup, speedup)
+
+    rows = [row("a", "forward", 0.6), row("a", "backward_input", 2.5),
+            row("b", "backward_weight", 1.2)]
+    figure = cli.speedup_chart(rows, "title")
+    figure.canvas.draw()
+    axis = figure.axes[0]
+    low, high = axis.get_ylim()
+    shown = [t.get_text() for t, v in zip(axis.get_yticklabels(), axis.get_yticks())
+             if low <= v <= high]
+    assert {"0.7x", "1x", "1.5x", "2x"} <= set(shown)
+    assert [t.get_text() for t in axis.get_xticklabels()] == ["a", "b"]
+    path = tmp_path / "chart.png"
+    cli._plot(path, rows, "title")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_bench_command_refuses_an_empty_filter():
     with pytest.raises(SystemExit, match="no layer name contains 'nothing'"):
         cli.main(["bench", "--filter", "nothing"])
