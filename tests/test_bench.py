@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv.bench import cli, numpy_baseline, runner, targets
+from fastconv.bench import cli, numpy_baseline, runner, targets, timing
 from fastconv.bench.suite import QUICK, load_suite
 from fastconv.bench.timing import interleaved_medians
 
@@ -72,9 +72,45 @@ def test_interleaved_medians_time_each_candidate():
             calls[name] += 1
         return call
 
-    times = interleaved_medians({"a": count("a"), "b": count("b")}, repeats=3, settle=0)
+    times = interleaved_medians({"a": count("a"), "b": count("b")}, repeats=3, settle=0,
+                                warmup=0)
     assert set(times) == {"a", "b"}
     assert calls == {"a": 6, "b": 6}  # an untimed call before each timed one
+
+
+class _Clock:
+    """A stand-in for the time module whose clock moves only when told to."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+def test_interleaved_medians_time_the_steady_state(monkeypatch):
+    # A candidate whose first three calls after a pause are slow (its threads waking) is
+    # timed at its speed in a loop: after the warm-up, not on the second call.
+    clock = _Clock()
+    monkeypatch.setattr(timing, "time", clock)
+    last_end, streak, calls = [-1.0], [0], [0]
+
+    def call():
+        streak[0] = streak[0] + 1 if clock.now - last_end[0] < 1e-3 else 0
+        clock.now += 4e-3 if streak[0] < 3 else 5e-4
+        last_end[0] = clock.now
+        calls[0] += 1
+
+    steady = interleaved_medians({"a": call}, repeats=3, settle=0.1, warmup=0.02)
+    assert steady["a"] == pytest.approx(5e-4)
+    assert calls[0] == 3 * (3 + 16 + 1)  # 12 ms slow, 8 ms fast, the timed call
+    calls[0] = 0
+    waking = interleaved_medians({"a": call}, repeats=3, settle=0.1, warmup=0)
+    assert waking["a"] == pytest.approx(4e-3)
+    assert calls[0] == 3 * 2
 
 
 def test_summary_geomean_and_minimum():
