@@ -93,23 +93,25 @@ class _Clock:
 
 def test_interleaved_medians_time_the_steady_state(monkeypatch):
     # A candidate whose first three calls after a pause are slow (its threads waking) is
-    # timed at its speed in a loop: after the warm-up, not on the second call.
+    # timed at its speed in a loop: after the warm-up, not on the second call. Durations
+    # are powers of two, so that the clock adds them exactly.
     clock = _Clock()
     monkeypatch.setattr(timing, "time", clock)
+    slow, fast = 2.0**-8, 2.0**-11
     last_end, streak, calls = [-1.0], [0], [0]
 
     def call():
-        streak[0] = streak[0] + 1 if clock.now - last_end[0] < 1e-3 else 0
-        clock.now += 4e-3 if streak[0] < 3 else 5e-4
+        streak[0] = streak[0] + 1 if clock.now - last_end[0] < fast else 0
+        clock.now += slow if streak[0] < 3 else fast
         last_end[0] = clock.now
         calls[0] += 1
 
-    steady = interleaved_medians({"a": call}, repeats=3, settle=0.1, warmup=0.02)
-    assert steady["a"] == pytest.approx(5e-4)
-    assert calls[0] == 3 * (3 + 16 + 1)  # 12 ms slow, 8 ms fast, the timed call
+    steady = interleaved_medians({"a": call}, repeats=3, settle=2.0**-3, warmup=2.0**-6)
+    assert steady["a"] == fast
+    assert calls[0] == 3 * (3 + 8 + 1)  # 3 slow calls, 8 fast ones to fill 1/64 s, timed
     calls[0] = 0
-    waking = interleaved_medians({"a": call}, repeats=3, settle=0.1, warmup=0)
-    assert waking["a"] == pytest.approx(4e-3)
+    waking = interleaved_medians({"a": call}, repeats=3, settle=2.0**-3, warmup=0)
+    assert waking["a"] == slow
     assert calls[0] == 3 * 2
 
 
