@@ -10,10 +10,11 @@ from . import _config, pooling
 from .plan import ConvPlan
 
 # One small problem per code path: the im2col GEMM path (short rows and long rows, with
-# implicit and explicit padding), the 1x1 GEMM path, the depthwise kernels and the
-# plane-by-plane direct kernels.
+# implicit and explicit padding), Winograd's, the 1x1 GEMM path, the depthwise kernels
+# and the plane-by-plane direct kernels.
 _PROBLEMS = (
     ((1, 8, 5, 5), (8, 8, 3, 3), {"padding": 1}),
+    ((1, 16, 5, 5), (16, 16, 3, 3), {"padding": 1, "algorithm": "winograd"}),
     ((1, 8, 3, 40), (8, 8, 3, 3), {"padding": 1}),
     ((1, 8, 5, 5), (8, 8, 3, 3), {"padding": 1, "padding_mode": "reflect"}),
     ((1, 8, 5, 5), (8, 8, 1, 1), {}),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tracemalloc
 
 import numba
@@ -12,7 +13,7 @@ import fastconv
 from fastconv import ConvPlan, functional
 
 from . import reference
-from .oracle import assert_close, random
+from .oracle import assert_close, random, torch_conv_passes
 
 
 def test_plan_passes_equal_the_functional_api():
@@ -290,7 +291,7 @@ def test_direct_kernels_equal_the_gemm_path(case, dtype):
 
 def test_algorithm_argument():
     with pytest.raises(ValueError, match="algorithm must be one of"):
-        ConvPlan((1, 2, 8), (2, 1, 3), groups=2, algorithm="winograd")
+        ConvPlan((1, 2, 8), (2, 1, 3), groups=2, algorithm="fft")
     assert ConvPlan((1, 4, 8), (4, 2, 3), groups=2).algorithm == "direct"  # 2 x 2 per group
     assert ConvPlan((1, 16, 8), (16, 4, 3), groups=4).algorithm == "direct"  # 4 x 4
     assert ConvPlan((1, 16, 8), (16, 8, 3), groups=2).algorithm == "gemm"  # 8 x 8 per group
@@ -350,3 +351,93 @@ def test_a_1x1_convolution_without_columns_matches_the_loops(dtype):
     for name, a, b, m, terms in zip(["forward", "backward_input", "backward_weight"], got,
                                     want, magnitude, [3, 2, 3 * 5 * 7]):
         assert_close(a, b.astype(dtype), m, terms, label=f"1x1 {name}", reference="loops")
+
+
+WINOGRAD_CASES = [
+    ((2, 3, 7, 9), (5, 3, 3, 3), 1),  # odd sizes: the last tiles stick out
+    ((1, 4, 6, 6), (4, 4, 3, 3), 0),
+    ((3, 5, 8, 5), (2, 5, 3, 3), 2),  # padding beyond the filter's reach
+    ((1, 2, 4, 3), (3, 2, 3, 3), (0, 1)),  # per-axis padding, one tile row
+    ((2, 16, 13, 13), (16, 16, 3, 3), 1),
+    ((0, 3, 5, 5), (3, 3, 3, 3), 1),  # no samples
+    ((4, 16, 32, 30), (16, 16, 3, 3), 1),  # enough work to split among worker threads
+]
+#: Winograd's transforms combine each output from 16 channel sums of tiles transformed
+#: with rows of absolute sum up to 2 (B^T), 1.5 (G) and 3 (A^T): its rounding error may
+#: exceed that of a direct sum by up to (2 * 1.5 * 3)^2 / 9 = 9 times.
+WINOGRAD_GROWTH = 9
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", range(len(WINOGRAD_CASES)))
+def test_winograd_matches_torch_and_the_loops(case, dtype):
+    input_shape, weight_shape, padding = WINOGRAD_CASES[case]
+    plan = ConvPlan(input_shape, weight_shape, padding=padding, dtype=dtype,
+                    algorithm="winograd")
+    assert plan.algorithm == "winograd"
+    assert (plan._pieces(2) is not None) == (case == len(WINOGRAD_CASES) - 1)
+    rng = np.random.default_rng(case)
+    x, w = random(rng, input_shape, dtype), random(rng, weight_shape, dtype)
+    dy = random(rng, plan.output_shape, dtype)
+    got = [plan.forward(x, w), plan.backward_input(dy, w), plan.backward_weight(dy, x)]
+    expected = torch_conv_passes(x, w, None, dy, padding=padding)[:3]
+    magnitude = torch_conv_passes(abs(x), abs(w), None, abs(dy), padding=padding)[:3]
+    pads = padding if isinstance(padding, tuple) else (padding, padding)
+    window = {"stride": (1, 1), "pad_low": pads, "dilation": (1, 1)}
+    loops = [reference.conv(x, w, pad_high=pads, **window),
+             reference.conv_backward_input(dy, w, x.shape, **window),
+             reference.conv_backward_weight(dy, x, w.shape, **window)]
+    terms = [9 * input_shape[1] * WINOGRAD_GROWTH, 9 * weight_shape[0] * WINOGRAD_GROWTH,
+             math.prod(plan.output_shape[::2]) * plan.output_shape[3]]
+    for name, a, want, loop, m, n in zip(["forward", "backward_input", "backward_weight"],
+                                         got, expected, loops, magnitude, terms):
+        assert_close(a, want, m, n, label=f"winograd {name} {case}")
+        assert_close(a, loop.astype(dtype), m, n, label=f"winograd {name} {case}",
+                     reference="loops")
+
+
+def test_winograd_chunks_samples_under_the_workspace_limit():
+    input_shape, weight_shape = (5, 16, 12, 10), (16, 16, 3, 3)
+    per_sample = 16 * (16 + 16) * 6 * 5 * 8  # transformed input and products, float64
+    filters = 16 * 16 * 16 * 8
+    threads = min(numba.config.NUMBA_NUM_THREADS, 5)  # a chunk per thread
+    whole = ConvPlan(input_shape, weight_shape, padding=1, algorithm="winograd")
+    chunked = ConvPlan(input_shape, weight_shape, padding=1, algorithm="winograd",
+                       workspace_limit=filters + threads * 2 * per_sample + per_sample // 2)
+    assert whole._winograd_samples == 5
+    assert chunked._winograd_samples == 2
+    assert chunked.workspace_nbytes <= chunked.workspace_limit
+    rng = np.random.default_rng(7)
+    x, w = random(rng, input_shape), random(rng, weight_shape)
+    dy = random(rng, whole.output_shape)
+    # equal to rounding: BLAS may block GEMMs of other widths differently
+    np.testing.assert_allclose(chunked.forward(x, w), whole.forward(x, w), rtol=1e-13,
+                               atol=1e-13)
+    np.testing.assert_allclose(chunked.backward_input(dy, w), whole.backward_input(dy, w),
+                               rtol=1e-13, atol=1e-13)
+    # too small for a sample per thread: "auto" takes the GEMM path, "winograd" is refused
+    wide, wide_threads = (2, 16, 28, 28), min(numba.config.NUMBA_NUM_THREADS, 2)
+    wide_sample = 16 * (16 + 16) * 14 * 14 * 8
+    assert ConvPlan(wide, weight_shape, padding=1).algorithm == "winograd"
+    assert ConvPlan(wide, weight_shape, padding=1, workspace_limit=filters + wide_threads
+                    * wide_sample - 1).algorithm == "gemm"
+    tiny = filters + threads * per_sample - 1
+    with pytest.raises(ValueError, match=r"workspace_limit of \d+ bytes is too small"):
+        ConvPlan(input_shape, weight_shape, padding=1, workspace_limit=tiny, algorithm="winograd")
+
+
+def test_winograd_algorithm_argument():
+    wide = (1, 16, 28, 30)
+    assert ConvPlan(wide, (16, 16, 3, 3), padding=1).algorithm == "winograd"
+    assert ConvPlan((1, 16, 27, 30), (16, 16, 3, 3), padding=1).algorithm == "gemm"  # 27 rows
+    assert ConvPlan((1, 8, 28, 30), (16, 8, 3, 3), padding=1).algorithm == "gemm"  # 8 inputs
+    assert ConvPlan(wide, (16, 16, 3, 3), stride=2).algorithm == "gemm"
+    assert ConvPlan(wide, (16, 16, 3, 3), padding=1,
+                    padding_mode="reflect").algorithm == "gemm"
+    for params in ({"stride": 2}, {"dilation": 2}, {"groups": 2}, {"padding": 3},
+                   {"padding": 1, "padding_mode": "circular"}):
+        with pytest.raises(ValueError, match="algorithm='winograd' needs a 2-d 3x3"):
+            ConvPlan((1, 16, 8, 8), (16, 16 // params.get("groups", 1), 3, 3),
+                     algorithm="winograd", **params)
+    with pytest.raises(ValueError, match="algorithm='winograd' needs a 2-d 3x3"):
+        ConvPlan((1, 16, 8), (16, 16, 3), algorithm="winograd")

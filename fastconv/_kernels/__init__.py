@@ -11,6 +11,7 @@ from . import depthwise as _depthwise
 from . import direct as _direct
 from . import pool as _pool
 from . import unfold as _unfold
+from . import winograd as _winograd
 
 #: Output rows at least this long, read with unit stride (in col2im with any stride),
 #: are handled by rows (slices); the others by a table of positions (see
@@ -95,6 +96,25 @@ def direct_backward_weight(grad_output, x, window_args, dw):
         return
     _direct.backward_weight(_direct_work(grad_output, dw), _by_rows(window_args), grad_output,
                             x, *window_args, dw)
+
+
+def winograd_input(x, pad_low, tiles, v):
+    """Overwrite ``v`` ``(16, C, N * tiles_h * tiles_w)`` with the Winograd transform of
+    the tiles of ``x`` ``(N, C, H, W)``, zero-padded by ``pad_low`` before its rows and
+    columns and as far as the tiles reach after them."""
+    _winograd.transform_input(v.size, x, *pad_low, *tiles, v)
+
+
+def winograd_filters(weight, u):
+    """Overwrite ``u`` ``(16, K, C)`` with the Winograd transform of ``weight``
+    ``(K, C, 3, 3)``."""
+    _winograd.transform_filters(u.size, weight, u)
+
+
+def winograd_output(m, tiles, y):
+    """Overwrite ``y`` ``(N, K, H, W)`` with the outputs of the transformed products ``m``
+    ``(16, K, N * tiles_h * tiles_w)``."""
+    _winograd.transform_output(m.size, m, *tiles, y)
 
 
 def max_over_windows(cols, positions, values, indices):
