@@ -282,7 +282,7 @@ def _targets(args) -> int:
               f" MiB, {extra / 2**20:.1f} MiB besides its result; limit "
               f"{limit / 2**20:.0f} MiB: {verdict(extra, limit)}")
     cost = memory["chunking_cost"]
-    print(f"chunking under the limit: step {memory['chunked_step_ms']:.1f} ms against "
+    print(f"chunking under the limit, one thread: step {memory['chunked_step_ms']:.1f} ms against "
           f"{memory['unchunked_step_ms']:.1f} ms unlimited "
           f"({memory['unlimited_workspace_nbytes'] / 2**20:.0f} MiB workspace), cost "
           f"{100 * cost:+.1f}%; target <= 10%: {verdict(cost, 0.10)}")
