@@ -254,14 +254,15 @@ class ConvPlan:
         tiles and their products (the larger of the forward pass and the input
         gradient): enough for GEMMs of :data:`WORKER_TILE_COLUMNS` tiles or for
         :data:`WORKER_TILE_BYTES`, as many as the workspace limit holds besides the
-        transformed filters with a chunk per thread. If not even one sample fits,
+        filters with a chunk per thread. If not even one sample fits,
         "auto" falls back to "gemm"."""
         g = self.geometry
         itemsize = self.dtype.itemsize
         tiles = max(_winograd_tiles(g.window.output_size), _winograd_tiles(g.window.input_size))
         tile_count = tiles[0] * tiles[1]
         per_sample = 16 * (g.in_channels + g.out_channels) * tile_count * itemsize
-        filters = 16 * g.in_channels * g.out_channels * itemsize
+        # the transformed filters, and the turned ones the input gradient transforms
+        filters = (16 + 9) * g.in_channels * g.out_channels * itemsize
         threads = max(1, min(numba.config.NUMBA_NUM_THREADS, g.batch))
         fitting = (self.workspace_limit - filters) // (per_sample * threads)
         if fitting < 1:

@@ -310,10 +310,24 @@ def test_algorithm_argument():
 def test_a_pass_allocates_at_most_its_workspace_besides_its_result(input_shape, limit,
                                                                    pass_name, padding_mode):
     plan = ConvPlan(input_shape, (16, 16, 3, 3), padding=1, padding_mode=padding_mode,
-                    dtype=np.float32, workspace_limit=limit)
+                    dtype=np.float32, workspace_limit=limit, algorithm="gemm")
     assert plan.workspace_nbytes <= limit
     if input_shape[0] == 1 and numba.config.NUMBA_NUM_THREADS >= 2:
         assert plan._pieces(2) is not None
+    _assert_pass_within_workspace(plan, pass_name)
+
+
+@pytest.mark.parametrize("pass_name", ["forward", "backward_input"])
+def test_a_winograd_pass_allocates_at_most_its_workspace_besides_its_result(pass_name):
+    plan = ConvPlan((6, 16, 32, 30), (16, 16, 3, 3), padding=1, dtype=np.float32,
+                    workspace_limit=2 * 2**20)
+    assert plan.algorithm == "winograd"
+    assert plan.workspace_nbytes <= plan.workspace_limit
+    assert plan._winograd_samples < 3  # each thread's samples in more than one chunk
+    _assert_pass_within_workspace(plan, pass_name)
+
+
+def _assert_pass_within_workspace(plan, pass_name):
     rng = np.random.default_rng(3)
     x, w = random(rng, plan.input_shape, np.float32), random(rng, plan.weight_shape, np.float32)
     dy = random(rng, plan.output_shape, np.float32)
@@ -399,7 +413,7 @@ def test_winograd_matches_torch_and_the_loops(case, dtype):
 def test_winograd_chunks_samples_under_the_workspace_limit():
     input_shape, weight_shape = (5, 16, 12, 10), (16, 16, 3, 3)
     per_sample = 16 * (16 + 16) * 6 * 5 * 8  # transformed input and products, float64
-    filters = 16 * 16 * 16 * 8
+    filters = (16 + 9) * 16 * 16 * 8  # transformed and turned filters
     threads = min(numba.config.NUMBA_NUM_THREADS, 5)  # a chunk per thread
     whole = ConvPlan(input_shape, weight_shape, padding=1, algorithm="winograd")
     chunked = ConvPlan(input_shape, weight_shape, padding=1, algorithm="winograd",
