@@ -258,8 +258,8 @@ class ConvPlan:
         "auto" falls back to "gemm"."""
         g = self.geometry
         itemsize = self.dtype.itemsize
-        tiles = max(_winograd_tiles(g.window.output_size), _winograd_tiles(g.window.input_size))
-        tile_count = tiles[0] * tiles[1]
+        tile_count = max(math.prod(_winograd_tiles(g.window.output_size)),
+                         math.prod(_winograd_tiles(g.window.input_size)))
         per_sample = 16 * (g.in_channels + g.out_channels) * tile_count * itemsize
         # the transformed filters, and the turned ones the input gradient transforms
         filters = (16 + 9) * g.in_channels * g.out_channels * itemsize

@@ -327,6 +327,17 @@ def test_a_winograd_pass_allocates_at_most_its_workspace_besides_its_result(pass
     _assert_pass_within_workspace(plan, pass_name)
 
 
+def test_winograd_counts_the_input_gradients_tiles_where_they_are_more():
+    # The input (60 x 4) has 30 x 2 tiles, the output (62 x 2) 31 x 1: a limit that
+    # holds a sample of the output's tiles but not of the input's is too small.
+    filters = (16 + 9) * 64 * 64 * 4
+    output_tiles, input_tiles = 16 * 128 * 31 * 4, 16 * 128 * 60 * 4
+    limit = filters + (output_tiles + input_tiles) // 2
+    with pytest.raises(ValueError, match="too small for algorithm='winograd'"):
+        ConvPlan((1, 64, 60, 4), (64, 64, 3, 3), padding=(2, 0), dtype=np.float32,
+                 workspace_limit=limit, algorithm="winograd")
+
+
 def _assert_pass_within_workspace(plan, pass_name):
     rng = np.random.default_rng(3)
     x, w = random(rng, plan.input_shape, np.float32), random(rng, plan.weight_shape, np.float32)
