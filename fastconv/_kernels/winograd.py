@@ -68,28 +68,36 @@ def transform_input(x, pad_top, pad_left, tiles_h, tiles_w, v):
                     v3[j] = t[2 * j + 1] - t[2 * j + 3]
 
 
+@jit(inline=True)
+def _g_row(v0, v1, v2, a, half):
+    """Row ``a`` of ``G`` times the column ``(v0, v1, v2)``; ``half`` is 1/2 in their
+    dtype, so that float32 stays float32."""
+    if a == 0:
+        return v0
+    if a == 1:
+        return (v0 + v1 + v2) * half
+    if a == 2:
+        return (v0 - v1 + v2) * half
+    return v2
+
+
 @jit(parallel=True)
 def transform_filters(w, u):
-    # Overwrites u (16, K, C) with G g G^T of every filter g = w[k, c] (3 x 3).
+    # Overwrites u (16, K, C) with G g G^T of every filter g = w[k, c] (3 x 3), in
+    # scalars: an array per filter would be a heap allocation in each of K * C tasks.
     out_channels, channels = w.shape[:2]
+    half = np.full(1, 0.5, w.dtype)[0]
     for task in prange(out_channels * channels):
         k = task // channels
         c = task % channels
         g = w[k, c]
-        # G g: four rows of three
-        rows = np.empty((TILE, 3), w.dtype)
-        for b in range(3):
-            rows[0, b] = g[0, b]
-            rows[1, b] = (g[0, b] + g[1, b] + g[2, b]) * 0.5
-            rows[2, b] = (g[0, b] - g[1, b] + g[2, b]) * 0.5
-            rows[3, b] = g[2, b]
-        # (G g) G^T
         for a in range(TILE):
-            r = rows[a]
-            u[TILE * a, k, c] = r[0]
-            u[TILE * a + 1, k, c] = (r[0] + r[1] + r[2]) * 0.5
-            u[TILE * a + 2, k, c] = (r[0] - r[1] + r[2]) * 0.5
-            u[TILE * a + 3, k, c] = r[2]
+            # row a of G g, then that row times G^T
+            r0 = _g_row(g[0, 0], g[1, 0], g[2, 0], a, half)
+            r1 = _g_row(g[0, 1], g[1, 1], g[2, 1], a, half)
+            r2 = _g_row(g[0, 2], g[1, 2], g[2, 2], a, half)
+            for e in range(TILE):
+                u[TILE * a + e, k, c] = _g_row(r0, r1, r2, e, half)
 
 
 @jit(parallel=True)
