@@ -317,7 +317,7 @@ def test_a_pass_allocates_at_most_its_workspace_besides_its_result(input_shape, 
     _assert_pass_within_workspace(plan, pass_name)
 
 
-@pytest.mark.parametrize("pass_name", ["forward", "backward_input"])
+@pytest.mark.parametrize("pass_name", ["forward", "backward_input", "backward_weight"])
 def test_a_winograd_pass_allocates_at_most_its_workspace_besides_its_result(pass_name):
     plan = ConvPlan((6, 16, 32, 30), (16, 16, 3, 3), padding=1, dtype=np.float32,
                     workspace_limit=2 * 2**20)
@@ -330,7 +330,7 @@ def test_a_winograd_pass_allocates_at_most_its_workspace_besides_its_result(pass
 def test_winograd_counts_the_input_gradients_tiles_where_they_are_more():
     # The input (60 x 4) has 30 x 2 tiles, the output (62 x 2) 31 x 1: a limit that
     # holds a sample of the output's tiles but not of the input's is too small.
-    filters = (16 + 9) * 64 * 64 * 4
+    filters = (16 + 9) * 64 * 64 * 4  # more than one thread's weight-gradient sums
     output_tiles, input_tiles = 16 * 128 * 31 * 4, 16 * 128 * 60 * 4
     limit = filters + (output_tiles + input_tiles) // 2
     with pytest.raises(ValueError, match="too small for algorithm='winograd'"):
@@ -389,7 +389,8 @@ WINOGRAD_CASES = [
 ]
 #: Winograd's transforms combine each output from 16 channel sums of tiles transformed
 #: with rows of absolute sum up to 2 (B^T), 1.5 (G) and 3 (A^T): its rounding error may
-#: exceed that of a direct sum by up to (2 * 1.5 * 3)^2 / 9 = 9 times.
+#: exceed that of a direct sum by up to (2 * 1.5 * 3)^2 / 9 = 9 times. The weight
+#: gradient's F(3x3, 2x2) has rows of sums 2, 1 and 3: up to 4 times.
 WINOGRAD_GROWTH = 9
 
 
@@ -413,7 +414,7 @@ def test_winograd_matches_torch_and_the_loops(case, dtype):
              reference.conv_backward_input(dy, w, x.shape, **window),
              reference.conv_backward_weight(dy, x, w.shape, **window)]
     terms = [9 * input_shape[1] * WINOGRAD_GROWTH, 9 * weight_shape[0] * WINOGRAD_GROWTH,
-             math.prod(plan.output_shape[::2]) * plan.output_shape[3]]
+             math.prod(plan.output_shape[::2]) * plan.output_shape[3] * WINOGRAD_GROWTH]
     for name, a, want, loop, m, n in zip(["forward", "backward_input", "backward_weight"],
                                          got, expected, loops, magnitude, terms):
         assert_close(a, want, m, n, label=f"winograd {name} {case}")
@@ -424,8 +425,9 @@ def test_winograd_matches_torch_and_the_loops(case, dtype):
 def test_winograd_chunks_samples_under_the_workspace_limit():
     input_shape, weight_shape = (5, 16, 12, 10), (16, 16, 3, 3)
     per_sample = 16 * (16 + 16) * 6 * 5 * 8  # transformed input and products, float64
-    filters = (16 + 9) * 16 * 16 * 8  # transformed and turned filters
     threads = min(numba.config.NUMBA_NUM_THREADS, 5)  # a chunk per thread
+    # transformed and turned filters, or each thread's weight-gradient sums and product
+    filters = max(16 + 9, 17 * threads) * 16 * 16 * 8
     whole = ConvPlan(input_shape, weight_shape, padding=1, algorithm="winograd")
     chunked = ConvPlan(input_shape, weight_shape, padding=1, algorithm="winograd",
                        workspace_limit=filters + threads * 2 * per_sample + per_sample // 2)
@@ -440,22 +442,45 @@ def test_winograd_chunks_samples_under_the_workspace_limit():
                                atol=1e-13)
     np.testing.assert_allclose(chunked.backward_input(dy, w), whole.backward_input(dy, w),
                                rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(chunked.backward_weight(dy, x), whole.backward_weight(dy, x),
+                               rtol=1e-13, atol=1e-13)
     # too small for a sample per thread: "auto" takes the GEMM path, "winograd" is refused
     wide, wide_threads = (2, 16, 28, 28), min(numba.config.NUMBA_NUM_THREADS, 2)
     wide_sample = 16 * (16 + 16) * 14 * 14 * 8
+    wide_filters = max(16 + 9, 17 * wide_threads) * 16 * 16 * 8
     assert ConvPlan(wide, weight_shape, padding=1).algorithm == "winograd"
-    assert ConvPlan(wide, weight_shape, padding=1, workspace_limit=filters + wide_threads
-                    * wide_sample - 1).algorithm == "gemm"
+    fallback = ConvPlan(wide, weight_shape, padding=1,
+                        workspace_limit=wide_filters + wide_threads * wide_sample - 1)
+    assert (fallback.algorithm, fallback.backward_weight_algorithm) == ("gemm", "gemm")
     tiny = filters + threads * per_sample - 1
     with pytest.raises(ValueError, match=r"workspace_limit of \d+ bytes is too small"):
         ConvPlan(input_shape, weight_shape, padding=1, workspace_limit=tiny, algorithm="winograd")
 
 
+def _algorithms(*args, **kwargs):
+    plan = ConvPlan(*args, **kwargs)
+    return plan.algorithm, plan.backward_weight_algorithm
+
+
 def test_winograd_algorithm_argument():
     wide = (1, 16, 28, 30)
-    assert ConvPlan(wide, (16, 16, 3, 3), padding=1).algorithm == "winograd"
-    assert ConvPlan((1, 16, 27, 30), (16, 16, 3, 3), padding=1).algorithm == "gemm"  # 27 rows
-    assert ConvPlan((1, 8, 28, 30), (16, 8, 3, 3), padding=1).algorithm == "gemm"  # 8 inputs
+    assert _algorithms(wide, (16, 16, 3, 3), padding=1) == ("winograd", "winograd")
+    # 27 rows: the weight gradient alone by Winograd, down to 10 rows
+    assert _algorithms((1, 16, 27, 30), (16, 16, 3, 3), padding=1) == ("gemm", "winograd")
+    assert _algorithms((1, 16, 10, 30), (16, 16, 3, 3), padding=1) == ("gemm", "winograd")
+    assert _algorithms((1, 16, 9, 30), (16, 16, 3, 3), padding=1) == ("gemm", "gemm")
+    assert _algorithms((1, 16, 27, 30), (16, 16, 3, 3), padding=1,
+                       algorithm="gemm") == ("gemm", "gemm")
+    assert _algorithms((1, 8, 28, 30), (16, 8, 3, 3), padding=1) == ("gemm", "gemm")  # 8 inputs
+    # a GEMM plan's Winograd weight gradient against the GEMM one's
+    rng = np.random.default_rng(11)
+    mixed = ConvPlan((3, 16, 12, 11), (16, 16, 3, 3), padding=1)
+    assert (mixed.algorithm, mixed.backward_weight_algorithm) == ("gemm", "winograd")
+    x, dy = random(rng, mixed.input_shape), random(rng, mixed.output_shape)
+    np.testing.assert_allclose(
+        mixed.backward_weight(dy, x),
+        ConvPlan(mixed.input_shape, mixed.weight_shape, padding=1,
+                 algorithm="gemm").backward_weight(dy, x), rtol=1e-12, atol=1e-12)
     assert ConvPlan(wide, (16, 16, 3, 3), stride=2).algorithm == "gemm"
     assert ConvPlan(wide, (16, 16, 3, 3), padding=1,
                     padding_mode="reflect").algorithm == "gemm"

@@ -117,6 +117,18 @@ def winograd_output(m, tiles, y):
     _winograd.transform_output(m.size, m, *tiles, y)
 
 
+def winograd_gradient(grad_output, tiles, u):
+    """Overwrite ``u`` ``(16, K, N * tiles_h * tiles_w)`` with the weight gradient's
+    transform of the 2 x 2 blocks of ``grad_output`` ``(N, K, H, W)``."""
+    _winograd.transform_gradient(u.size, grad_output, *tiles, u)
+
+
+def winograd_weight_gradient(m, dw):
+    """Overwrite ``dw`` ``(K, C, 3, 3)`` with the weight gradient of the tile products
+    ``m`` ``(16, K, C)``, summed over tiles."""
+    _winograd.transform_weight_gradient(dw.size, m, dw)
+
+
 def max_over_windows(cols, positions, values, indices):
     """Max pooling of ``cols`` ``(volume, planes, L)``: overwrite ``values`` and the flat
     input ``indices`` of the winners, both ``(planes, L)``."""

@@ -14,6 +14,18 @@ Each 4 x 4 tile ``d`` of the zero-padded input, one for every 2 x 2 block of out
 arrays put the 16 tile positions first: the input ``(16, C, N * tiles)``, the filters
 ``(16, K, C)``, their products ``(16, K, N * tiles)``, tiles row-major within a sample.
 Arrays are 4-d ``(N, C, H, W)``.
+
+The weight gradient is the correlation of the padded input with the output gradient,
+3 x 3 outputs from 2 x 2 "filters": F(3x3, 2x2) on the same 4 x 4 input tiles, one per
+2 x 2 block of the output gradient. Its input transform is the one above with the
+fourth row negated, its filter transform and output transform
+
+    G   = [[1, 0], [1/2, 1/2], [1/2, -1/2], [0, 1]]
+    A^T = [[1, 1, 1, 0], [0, 1, -1, 0], [0, 1, 1, 1]]
+
+so the forward pass's transformed tiles serve it, with the sign folded into ``A^T``'s
+last column. Transformed gradient tiles are ``(16, K, N * tiles)``; the 16 GEMMs sum
+over tiles, into ``(16, K, C)``.
 """
 
 import numpy as np
@@ -137,3 +149,75 @@ def transform_output(m, tiles_h, tiles_w, y):
                     target = plane[r]
                     for q in range(width):
                         target[q] = row[q]
+
+
+@jit(inline=True)
+def _gradient_row(v0, v1, a, half):
+    """Row ``a`` of F(3x3, 2x2)'s ``G`` times the column ``(v0, v1)``."""
+    if a == 0:
+        return v0
+    if a == 1:
+        return (v0 + v1) * half
+    if a == 2:
+        return (v0 - v1) * half
+    return v1
+
+
+@jit(parallel=True)
+def transform_gradient(grad_output, tiles_h, tiles_w, u):
+    # Overwrites u (16, K, N * tiles_h * tiles_w) with G g G^T of each 2 x 2 block g of
+    # the output gradient, zero past its edges. Each (sample, output channel) is one task.
+    batch, out_channels, height, width = grad_output.shape
+    tiles = tiles_h * tiles_w
+    half = np.full(1, 0.5, u.dtype)[0]
+    for task in prange(batch * out_channels):
+        n = task // out_channels
+        k = task % out_channels
+        plane = grad_output[n, k]
+        # G g: combinations of a tile row's two gradient rows, for whole rows at once;
+        # the column past an odd width stays zero, as does a missing last row
+        combined = np.zeros((TILE, TILE_OUTPUTS * tiles_w), u.dtype)
+        missing = np.zeros(width, u.dtype)
+        for i in range(tiles_h):
+            top = plane[TILE_OUTPUTS * i]
+            bottom = plane[TILE_OUTPUTS * i + 1] if TILE_OUTPUTS * i + 1 < height else missing
+            for a in range(TILE):
+                row = combined[a]
+                for q in range(width):
+                    row[q] = _gradient_row(top[q], bottom[q], a, half)
+            first = n * tiles + i * tiles_w
+            # (G g) G^T: the same combinations of each block's two columns
+            for a in range(TILE):
+                t = combined[a]
+                for e in range(TILE):
+                    target = u[TILE * a + e, k, first:first + tiles_w]
+                    for j in range(tiles_w):
+                        target[j] = _gradient_row(t[2 * j], t[2 * j + 1], e, half)
+
+
+@jit(inline=True)
+def _weight_row(v0, v1, v2, v3, h):
+    """Row ``h`` of F(3x3, 2x2)'s ``A^T``, its last column negated for the forward
+    pass's input transform, times the column ``(v0, v1, v2, v3)``."""
+    if h == 0:
+        return v0 + v1 + v2
+    if h == 1:
+        return v1 - v2
+    return v1 + v2 - v3
+
+
+@jit(parallel=True)
+def transform_weight_gradient(m, dw):
+    # Overwrites dw (K, C, 3, 3) with A^T m A of each 4 x 4 sum m[:, k, c], in scalars
+    # like transform_filters.
+    out_channels, channels = dw.shape[:2]
+    for task in prange(out_channels * channels):
+        k = task // channels
+        c = task % channels
+        for h in range(3):
+            r0 = _weight_row(m[0, k, c], m[4, k, c], m[8, k, c], m[12, k, c], h)
+            r1 = _weight_row(m[1, k, c], m[5, k, c], m[9, k, c], m[13, k, c], h)
+            r2 = _weight_row(m[2, k, c], m[6, k, c], m[10, k, c], m[14, k, c], h)
+            r3 = _weight_row(m[3, k, c], m[7, k, c], m[11, k, c], m[15, k, c], h)
+            for e in range(3):
+                dw[k, c, h, e] = _weight_row(r0, r1, r2, r3, e)
