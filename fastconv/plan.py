@@ -128,9 +128,11 @@ class ConvPlan:
         group, depthwise layers among them; ``"winograd"`` where it applies, with at
         least :data:`WINOGRAD_MIN_CHANNELS` input and output channels and outputs at
         least :data:`WINOGRAD_MIN_OUTPUT_SIDE` wide and high, if a sample's transformed
-        tiles per thread fit the workspace limit; else ``"gemm"``, with the weight
-        gradient by Winograd on outputs down to :data:`WINOGRAD_WEIGHT_MIN_OUTPUT_SIDE`
-        (its GEMMs sum over tiles, so they stay wide on small outputs).
+        tiles per thread fit the workspace limit; else ``"gemm"``. It picks the weight
+        gradient's algorithm on its own, between these two: Winograd where it applies
+        with at least :data:`WINOGRAD_WEIGHT_MIN_CHANNELS` channels and outputs at least
+        :data:`WINOGRAD_WEIGHT_MIN_OUTPUT_SIDE` wide and high (its GEMMs sum over tiles,
+        so they stay wide on small outputs), else im2col.
 
     Attributes
     ----------
@@ -140,8 +142,8 @@ class ConvPlan:
     algorithm : str
         The algorithm chosen: ``"gemm"``, ``"direct"`` or ``"winograd"``.
     backward_weight_algorithm : str
-        The weight gradient's: ``algorithm``, or ``"winograd"`` where ``"auto"`` chose
-        ``"gemm"`` for the other passes.
+        The weight gradient's, which ``"auto"`` picks on its own: ``"gemm"``,
+        ``"direct"`` or ``"winograd"``.
     workspace_nbytes : int
         Bytes of temporary memory one pass allocates at most, besides its result and
         besides a contiguous copy of an input that is not C-contiguous: the larger of a
@@ -219,7 +221,8 @@ class ConvPlan:
         self._kernel_spatial = three_d(kernel_window.input_size)
         self._output_spatial = three_d(window.output_size)
         self.algorithm = _choose_algorithm(algorithm, g)
-        self.backward_weight_algorithm = _choose_weight_algorithm(algorithm, g, self.algorithm)
+        self.backward_weight_algorithm = _choose_weight_algorithm(algorithm, g, dtype,
+                                                                  self.algorithm)
         # A 1x1 window that visits every input position once needs no im2col, and the
         # direct kernels need none at all.
         self._needs_columns = self.algorithm != "direct" and (
@@ -239,6 +242,14 @@ class ConvPlan:
             if self._explicit_padding else 0
         self._kernel_window = kernel_window
         self._pieces_by_count: dict[int, list[list[Tile]]] = {}
+        # OpenBLAS's float32 GEMMs run a thin product faster with the longer side first:
+        # the weight gradient as (rows x n) @ (n x out) where rows > out, transposed at
+        # the end. Measured on the suite, 2 threads: 0.58 to 0.80 of the time on layers
+        # with 6 to 64 output channels (LeNet, CIFAR ResNet-20, ResNet-50's 3x3/64, the
+        # 3-D U-Net, VGG-16's conv1_2), 0.84 to 0.99 on the others. Not in float64,
+        # where it took 1.1 to 1.2 times as long on layers of 256 channels and more.
+        self._weight_gradient_transposed = (dtype == np.float32
+                                            and g.col_rows > g.out_channels)
         if self.algorithm != "direct":
             self._per_column = (g.col_rows + g.out_channels) * itemsize
             self._per_sample = padded
@@ -578,41 +589,49 @@ class ConvPlan:
         dw = sums[0]
         for piece_sum in sums[1:]:  # in piece order: the same sum on every call
             dw += piece_sum
-        return dw
+        return dw.transpose(0, 2, 1) if self._weight_gradient_transposed else dw
 
     def _backward_weight_tiles(self, grad_output, x, tiles) -> np.ndarray:
-        g = self.geometry
+        """The tiles' weight gradient ``(groups, out // groups, rows // groups)``, or its
+        transpose (see :meth:`_weight_products`)."""
         dw = partial = None
         # The first product is dw: on layers with large weights, zeroing dw and adding a
         # partial product into it cost a good part of a GEMM.
-        for grads, columns in self._weight_products(grad_output, x, tiles):
+        for left, right in self._weight_products(grad_output, x, tiles):
             if dw is None:
-                dw = np.matmul(grads, columns)
+                dw = np.matmul(left, right)
                 continue
             if partial is None:
                 partial = np.empty_like(dw)
-            np.matmul(grads, columns, out=partial)
+            np.matmul(left, right, out=partial)
             dw += partial
         if dw is None:  # no samples
-            dw = np.zeros((g.groups, g.out_channels // g.groups, g.col_rows // g.groups),
-                          self.dtype)
+            g = self.geometry
+            shape = (g.out_channels // g.groups, g.col_rows // g.groups)
+            dw = np.zeros((g.groups, *(shape[::-1] if self._weight_gradient_transposed
+                                       else shape)), self.dtype)
         return dw
 
     def _weight_products(self, grad_output, x, tiles):
         """The pairs of matrices whose products sum to the tiles' weight gradient, each
-        ``(groups, out // groups, n) @ (groups, n, rows // groups)``; a pair is only
+        ``(groups, out // groups, n) @ (groups, n, rows // groups)``, or, where
+        :attr:`_weight_gradient_transposed`, the transposed products
+        ``(groups, rows // groups, n) @ (groups, n, out // groups)``. A pair is only
         valid until the next is taken (their columns share the workspace)."""
         workspace = self._workspace(tiles)
         for tile in tiles:
             if not self._needs_columns:
                 # One GEMM per sample on the arrays as they lie: reordering both
                 # channel-major first took as long as the GEMMs.
-                for grads, inputs in zip(self._grouped(grad_output, tile),
-                                         self._grouped(x, tile)):
+                pairs = zip(self._grouped(grad_output, tile), self._grouped(x, tile))
+            else:
+                pairs = [(self._channel_major(grad_output, tile),
+                          self._columns(x, tile, workspace))]
+            for grads, inputs in pairs:
+                if self._weight_gradient_transposed:
+                    yield inputs, grads.transpose(0, 2, 1)
+                else:
                     yield grads, inputs.transpose(0, 2, 1)
-                continue
-            yield (self._channel_major(grad_output, tile),
-                   self._columns(x, tile, workspace).transpose(0, 2, 1))
 
     # -- Winograd's F(2x2, 3x3): chunks of samples ------------------------------------
 
@@ -757,10 +776,14 @@ DIRECT_MAX_GROUP_CHANNELS = 4
 #: 16 GEMMs are narrow.
 WINOGRAD_MIN_CHANNELS = 16
 WINOGRAD_MIN_OUTPUT_SIDE = 28
-#: Fewest output rows and columns for which "auto" computes the weight gradient of a
-#: 3x3 layer by Winograd, with as many channels. Measured on the suite's 3x3 layers,
-#: 2 threads: 0.62 to 0.97 of im2col's time on outputs of 11 x 11 to 56 x 56, but 1.09
-#: (float32) and 1.22 (float64) times on 7 x 7 with 512 channels.
+#: Fewest input and output channels, by dtype, and output rows and columns for which
+#: "auto" computes the weight gradient of a 3x3 layer by Winograd. Measured on the
+#: suite's 3x3 layers against im2col's weight gradient, 2 threads: in float64 0.62 to
+#: 1.02 of its time on outputs of 11 x 11 to 56 x 56 with 16 to 512 channels; in
+#: float32, where im2col's thin GEMMs run transposed (see ConvPlan._setup), 0.70 to 0.93
+#: with 256 and 512 channels but 1.04 to 1.14 with 16 and 64; both took longer on
+#: 7 x 7 outputs (1.09 to 1.22 times, 512 channels).
+WINOGRAD_WEIGHT_MIN_CHANNELS = {"float32": 128, "float64": 16}
 WINOGRAD_WEIGHT_MIN_OUTPUT_SIDE = 10
 
 
@@ -803,16 +826,19 @@ def _choose_algorithm(requested, geometry: ConvGeometry) -> str:
     return "gemm"
 
 
-def _choose_weight_algorithm(requested, geometry: ConvGeometry, chosen: str) -> str:
-    """The weight gradient's algorithm: ``chosen``, except that "auto" takes Winograd
-    for it on layers where ``chosen`` is "gemm" and the outputs are at least
-    :data:`WINOGRAD_WEIGHT_MIN_OUTPUT_SIDE` wide and high."""
+def _choose_weight_algorithm(requested, geometry: ConvGeometry, dtype: np.dtype,
+                             chosen: str) -> str:
+    """The weight gradient's algorithm: ``chosen`` unless "auto" was requested; then
+    Winograd or im2col by :data:`WINOGRAD_WEIGHT_MIN_CHANNELS` and
+    :data:`WINOGRAD_WEIGHT_MIN_OUTPUT_SIDE` where ``chosen`` is one of them."""
     g = geometry
-    if (requested == "auto" and chosen == "gemm" and _winograd_applies(g)
-            and min(g.in_channels, g.out_channels) >= WINOGRAD_MIN_CHANNELS
+    if requested != "auto" or chosen == "direct":
+        return chosen
+    if (_winograd_applies(g)
+            and min(g.in_channels, g.out_channels) >= WINOGRAD_WEIGHT_MIN_CHANNELS[dtype.name]
             and min(g.window.output_size) >= WINOGRAD_WEIGHT_MIN_OUTPUT_SIDE):
         return "winograd"
-    return chosen
+    return "gemm"
 
 
 def _largest_tile_columns(tiles: list[Tile]) -> int:

@@ -378,6 +378,32 @@ def test_a_1x1_convolution_without_columns_matches_the_loops(dtype):
         assert_close(a, b.astype(dtype), m, terms, label=f"1x1 {name}", reference="loops")
 
 
+@pytest.mark.parametrize(("input_shape", "weight_shape", "transposed"), [
+    ((3, 4, 6, 7), (2, 4, 3, 3), True),  # 36 rows, 2 output channels
+    ((3, 1, 6, 7), (16, 1, 3, 3), False),  # 9 rows, 16 output channels
+    ((3, 8, 6, 7), (2, 8, 1, 1), True),  # 1x1: no columns
+    ((3, 2, 6, 7), (8, 2, 1, 1), False),
+])
+def test_the_float32_weight_gradient_in_either_gemm_order(input_shape, weight_shape,
+                                                          transposed):
+    """float32 GEMM plans multiply the longer side of the weight gradient first; both
+    orders against torch and the loops."""
+    plan = ConvPlan(input_shape, weight_shape, dtype=np.float32, algorithm="gemm")
+    assert plan._weight_gradient_transposed == transposed
+    assert not ConvPlan(input_shape, weight_shape, algorithm="gemm")._weight_gradient_transposed
+    rng = np.random.default_rng(2)
+    x, dy = random(rng, input_shape, np.float32), random(rng, plan.output_shape, np.float32)
+    got = plan.backward_weight(dy, x)
+    window = {"stride": (1, 1), "pad_low": (0, 0), "dilation": (1, 1)}
+    loops = reference.conv_backward_weight(dy, x, weight_shape, **window)
+    magnitude = reference.conv_backward_weight(abs(dy), abs(x), weight_shape, **window)
+    terms = math.prod(plan.output_shape[::2]) * plan.output_shape[3]
+    assert_close(got, torch_conv_passes(x, random(rng, weight_shape, np.float32), None,
+                                        dy)[2], magnitude, terms, label="weight gradient")
+    assert_close(got, loops.astype(np.float32), magnitude, terms, label="weight gradient",
+                 reference="loops")
+
+
 WINOGRAD_CASES = [
     ((2, 3, 7, 9), (5, 3, 3, 3), 1),  # odd sizes: the last tiles stick out
     ((1, 4, 6, 6), (4, 4, 3, 3), 0),
@@ -472,6 +498,13 @@ def test_winograd_algorithm_argument():
     assert _algorithms((1, 16, 27, 30), (16, 16, 3, 3), padding=1,
                        algorithm="gemm") == ("gemm", "gemm")
     assert _algorithms((1, 8, 28, 30), (16, 8, 3, 3), padding=1) == ("gemm", "gemm")  # 8 inputs
+    # float32: the weight gradient by Winograd from 128 channels on
+    assert _algorithms(wide, (16, 16, 3, 3), padding=1,
+                       dtype=np.float32) == ("winograd", "gemm")
+    assert _algorithms((1, 128, 12, 12), (128, 128, 3, 3), padding=1,
+                       dtype=np.float32) == ("gemm", "winograd")
+    assert _algorithms((1, 16, 12, 12), (16, 16, 3, 3), padding=1,
+                       algorithm="winograd") == ("winograd", "winograd")
     # a GEMM plan's Winograd weight gradient against the GEMM one's
     rng = np.random.default_rng(11)
     mixed = ConvPlan((3, 16, 12, 11), (16, 16, 3, 3), padding=1)
