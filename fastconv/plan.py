@@ -700,11 +700,11 @@ class ConvPlan:
         pad_low = g.window.pad_low
         tiles = _winograd_tiles(g.window.output_size)
 
-        def tile_sums(plan_tiles_, _):
+        def tile_sums(piece_tiles, _):
             total = partial = None
             for start, stop, v, u in self._winograd_buffers(
-                    g.in_channels, g.out_channels, tiles, plan_tiles_[0].first,
-                    plan_tiles_[-1].last):
+                    g.in_channels, g.out_channels, tiles, piece_tiles[0].first,
+                    piece_tiles[-1].last):
                 _kernels.winograd_input(x[start:stop], pad_low, tiles, v)
                 _kernels.winograd_gradient(grad_output[start:stop], tiles, u)
                 if total is None:
