@@ -127,12 +127,12 @@ class ConvPlan:
         be thin: at most :data:`DIRECT_MAX_GROUP_CHANNELS` input and output channels per
         group, depthwise layers among them; ``"winograd"`` where it applies, with at
         least :data:`WINOGRAD_MIN_CHANNELS` input and output channels and outputs at
-        least :data:`WINOGRAD_MIN_OUTPUT_SIDE` wide and high, if a sample's transformed
-        tiles per thread fit the workspace limit; else ``"gemm"``. It picks the weight
-        gradient's algorithm on its own, between these two: Winograd where it applies
-        with at least :data:`WINOGRAD_WEIGHT_MIN_CHANNELS` channels and outputs at least
-        :data:`WINOGRAD_WEIGHT_MIN_OUTPUT_SIDE` wide and high (its GEMMs sum over tiles,
-        so they stay wide on small outputs), else im2col.
+        least :data:`WINOGRAD_MIN_OUTPUT_SIDE` wide and high (by dtype), if a sample's
+        transformed tiles per thread fit the workspace limit; else ``"gemm"``. It picks
+        the weight gradient's algorithm on its own, between these two: Winograd where it
+        applies with at least :data:`WINOGRAD_WEIGHT_MIN_CHANNELS` channels and outputs
+        at least :data:`WINOGRAD_WEIGHT_MIN_OUTPUT_SIDE` wide and high (its GEMMs sum
+        over tiles, so they stay wide on small outputs), else im2col.
 
     Attributes
     ----------
@@ -220,7 +220,7 @@ class ConvPlan:
         self._kernel_input_size = kernel_window.input_size
         self._kernel_spatial = three_d(kernel_window.input_size)
         self._output_spatial = three_d(window.output_size)
-        self.algorithm = _choose_algorithm(algorithm, g)
+        self.algorithm = _choose_algorithm(algorithm, g, dtype)
         self.backward_weight_algorithm = _choose_weight_algorithm(algorithm, g, dtype,
                                                                   self.algorithm)
         # A 1x1 window that visits every input position once needs no im2col, and the
@@ -769,13 +769,14 @@ ALGORITHMS = ("auto", "gemm", "direct", "winograd")
 #: thin for BLAS. With more output channels, even from a single input channel, im2col
 #: and the GEMMs are faster.
 DIRECT_MAX_GROUP_CHANNELS = 4
-#: Fewest input and output channels, and output rows and columns, for which "auto"
-#: picks Winograd. Measured on the suite's 3x3 layers, 2 threads: it took 0.58 to 0.92
-#: of im2col's time on 32 x 32 and 56 x 56 outputs (CIFAR ResNet-20, VGG-16's conv3_2),
-#: but up to twice as long on 7 x 7 to 14 x 14 ones with 256 to 512 channels, whose
-#: 16 GEMMs are narrow.
+#: Fewest input and output channels, and output rows and columns by dtype, for which
+#: "auto" picks Winograd. Measured on the suite's 3x3 layers, 2 threads, forward pass
+#: and input gradient: 0.58 to 0.92 of im2col's time on 32 x 32 and 56 x 56 outputs
+#: (CIFAR ResNet-20, VGG-16's conv3_2); on 14 x 14 outputs with 256 and 512 channels,
+#: whose 16 GEMMs are narrow, 0.94 to 1.16 in float32 but 0.80 to 0.93 in float64;
+#: 1.23 to 1.67 times on 7 x 7.
 WINOGRAD_MIN_CHANNELS = 16
-WINOGRAD_MIN_OUTPUT_SIDE = 28
+WINOGRAD_MIN_OUTPUT_SIDE = {"float32": 28, "float64": 14}
 #: Fewest input and output channels, by dtype, and output rows and columns for which
 #: "auto" computes the weight gradient of a 3x3 layer by Winograd. Measured on the
 #: suite's 3x3 layers against im2col's weight gradient, 2 threads: in float64 0.62 to
@@ -802,7 +803,7 @@ def _winograd_tiles(size) -> tuple[int, int]:
     return tuple(-(-n // 2) for n in size)
 
 
-def _choose_algorithm(requested, geometry: ConvGeometry) -> str:
+def _choose_algorithm(requested, geometry: ConvGeometry, dtype: np.dtype) -> str:
     """The plan's algorithm: ``direct`` for narrow groups, ``winograd`` for 3x3 layers
     with enough channels, unless asked otherwise."""
     if requested not in ALGORITHMS:
@@ -821,7 +822,7 @@ def _choose_algorithm(requested, geometry: ConvGeometry) -> str:
     if widest <= DIRECT_MAX_GROUP_CHANNELS:
         return "direct"
     if (_winograd_applies(g) and min(g.in_channels, g.out_channels) >= WINOGRAD_MIN_CHANNELS
-            and min(g.window.output_size) >= WINOGRAD_MIN_OUTPUT_SIDE):
+            and min(g.window.output_size) >= WINOGRAD_MIN_OUTPUT_SIDE[dtype.name]):
         return "winograd"
     return "gemm"
 

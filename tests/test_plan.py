@@ -490,17 +490,20 @@ def _algorithms(*args, **kwargs):
 
 def test_winograd_algorithm_argument():
     wide = (1, 16, 28, 30)
+    # float64: every pass by Winograd down to 14 rows, the weight gradient down to 10
     assert _algorithms(wide, (16, 16, 3, 3), padding=1) == ("winograd", "winograd")
-    # 27 rows: the weight gradient alone by Winograd, down to 10 rows
-    assert _algorithms((1, 16, 27, 30), (16, 16, 3, 3), padding=1) == ("gemm", "winograd")
+    assert _algorithms((1, 16, 14, 30), (16, 16, 3, 3), padding=1) == ("winograd", "winograd")
+    assert _algorithms((1, 16, 13, 30), (16, 16, 3, 3), padding=1) == ("gemm", "winograd")
     assert _algorithms((1, 16, 10, 30), (16, 16, 3, 3), padding=1) == ("gemm", "winograd")
     assert _algorithms((1, 16, 9, 30), (16, 16, 3, 3), padding=1) == ("gemm", "gemm")
-    assert _algorithms((1, 16, 27, 30), (16, 16, 3, 3), padding=1,
-                       algorithm="gemm") == ("gemm", "gemm")
+    assert _algorithms(wide, (16, 16, 3, 3), padding=1, algorithm="gemm") == ("gemm", "gemm")
     assert _algorithms((1, 8, 28, 30), (16, 8, 3, 3), padding=1) == ("gemm", "gemm")  # 8 inputs
-    # float32: the weight gradient by Winograd from 128 channels on
+    # float32: the forward pass and input gradient down to 28 rows, the weight gradient
+    # from 128 channels on
     assert _algorithms(wide, (16, 16, 3, 3), padding=1,
                        dtype=np.float32) == ("winograd", "gemm")
+    assert _algorithms((1, 16, 27, 30), (16, 16, 3, 3), padding=1,
+                       dtype=np.float32) == ("gemm", "gemm")
     assert _algorithms((1, 128, 12, 12), (128, 128, 3, 3), padding=1,
                        dtype=np.float32) == ("gemm", "winograd")
     assert _algorithms((1, 16, 12, 12), (16, 16, 3, 3), padding=1,
