@@ -659,11 +659,16 @@ class ConvPlan:
         def convolve(tiles, _):
             self._winograd_chunks(x, filters, pad_low, tiles[0].first, tiles[-1].last, out)
 
-        if self.geometry.batch > 1:
-            self._run_pieces(convolve)
-        elif self.geometry.batch == 1:  # slabs of one sample would overlap: in one go
-            convolve(self._tiles, 0)
+        self._run_sample_runs(convolve)
         return out
+
+    def _run_sample_runs(self, work) -> list:
+        """``work(tiles, piece)`` over runs of samples, as :meth:`_run_pieces` splits
+        them among worker threads; a single sample in one go, as Winograd's tiles of
+        slabs of it would overlap. One result per piece, none without samples."""
+        if self.geometry.batch > 1:
+            return self._run_pieces(work)
+        return [work(self._tiles, 0)] if self.geometry.batch == 1 else []
 
     def _winograd_chunks(self, x, filters, pad_low, first, last, out) -> None:
         """Samples ``first`` to ``last`` of ``out``: transformed tiles, 16 GEMMs,
@@ -717,7 +722,7 @@ class ConvPlan:
                     total[position] += partial
             return total
 
-        sums = self._run_pieces(tile_sums) if g.batch > 1 else [tile_sums(self._tiles, 0)]
+        sums = self._run_sample_runs(tile_sums)
         for piece_sum in sums[1:]:
             sums[0] += piece_sum
         dw = np.empty(self.weight_shape, self.dtype)
