@@ -246,10 +246,13 @@ class ConvPlan:
         # the weight gradient as (rows x n) @ (n x out) where rows > out, transposed at
         # the end. Measured on the suite, 2 threads: 0.58 to 0.80 of the time on layers
         # with 6 to 64 output channels (LeNet, CIFAR ResNet-20, ResNet-50's 3x3/64, the
-        # 3-D U-Net, VGG-16's conv1_2), 0.84 to 0.99 on the others. Not in float64,
-        # where it took 1.1 to 1.2 times as long on layers of 256 channels and more.
-        self._weight_gradient_transposed = (dtype == np.float32
-                                            and g.col_rows > g.out_channels)
+        # 3-D U-Net, VGG-16's conv1_2), 0.81 to 0.94 with 96 and 128. Not with more
+        # output channels, where the GEMMs gained less than the transposed copy of the
+        # result costs (ResNet-50's 3x3/512: 12 ms), nor in float64, where it took 1.1
+        # to 1.2 times as long on layers of 256 channels and more.
+        self._weight_gradient_transposed = (
+            dtype == np.float32 and g.col_rows > g.out_channels
+            and g.out_channels // g.groups <= WEIGHT_GRADIENT_TRANSPOSED_MAX_OUT)
         if self.algorithm != "direct":
             self._per_column = (g.col_rows + g.out_channels) * itemsize
             self._per_sample = padded
@@ -589,7 +592,8 @@ class ConvPlan:
         dw = sums[0]
         for piece_sum in sums[1:]:  # in piece order: the same sum on every call
             dw += piece_sum
-        return dw.transpose(0, 2, 1) if self._weight_gradient_transposed else dw
+        return np.ascontiguousarray(dw.transpose(0, 2, 1)) if self._weight_gradient_transposed \
+            else dw
 
     def _backward_weight_tiles(self, grad_output, x, tiles) -> np.ndarray:
         """The tiles' weight gradient ``(groups, out // groups, rows // groups)``, or its
@@ -769,6 +773,9 @@ class ConvPlan:
 
 
 ALGORITHMS = ("auto", "gemm", "direct", "winograd")
+#: Most output channels per group for which float32 GEMM plans compute the weight
+#: gradient transposed (see ConvPlan._setup).
+WEIGHT_GRADIENT_TRANSPOSED_MAX_OUT = 128
 #: Most input and most output channels per group for which "auto" picks the direct
 #: kernels (depthwise layers, ResNeXt's 4 x 4 groups): there each group's GEMM is too
 #: thin for BLAS. With more output channels, even from a single input channel, im2col

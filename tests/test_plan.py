@@ -383,6 +383,7 @@ def test_a_1x1_convolution_without_columns_matches_the_loops(dtype):
     ((3, 1, 6, 7), (16, 1, 3, 3), False),  # 9 rows, 16 output channels
     ((3, 8, 6, 7), (2, 8, 1, 1), True),  # 1x1: no columns
     ((3, 2, 6, 7), (8, 2, 1, 1), False),
+    ((1, 16, 4, 4), (129, 16, 3, 3), False),  # 144 rows, more than 128 output channels
 ])
 def test_the_float32_weight_gradient_in_either_gemm_order(input_shape, weight_shape,
                                                           transposed):
@@ -394,6 +395,7 @@ def test_the_float32_weight_gradient_in_either_gemm_order(input_shape, weight_sh
     rng = np.random.default_rng(2)
     x, dy = random(rng, input_shape, np.float32), random(rng, plan.output_shape, np.float32)
     got = plan.backward_weight(dy, x)
+    assert got.flags.c_contiguous
     window = {"stride": (1, 1), "pad_low": (0, 0), "dilation": (1, 1)}
     loops = reference.conv_backward_weight(dy, x, weight_shape, **window)
     magnitude = reference.conv_backward_weight(abs(dy), abs(x), weight_shape, **window)
