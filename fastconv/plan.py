@@ -592,8 +592,9 @@ class ConvPlan:
         dw = sums[0]
         for piece_sum in sums[1:]:  # in piece order: the same sum on every call
             dw += piece_sum
-        return np.ascontiguousarray(dw.transpose(0, 2, 1)) if self._weight_gradient_transposed \
-            else dw
+        if self._weight_gradient_transposed:
+            return np.ascontiguousarray(dw.transpose(0, 2, 1))
+        return dw
 
     def _backward_weight_tiles(self, grad_output, x, tiles) -> np.ndarray:
         """The tiles' weight gradient ``(groups, out // groups, rows // groups)``, or its
