@@ -802,13 +802,21 @@ WINOGRAD_WEIGHT_MIN_OUTPUT_SIDE = 10
 
 
 def _winograd_applies(geometry: ConvGeometry) -> bool:
-    """Whether F(2x2, 3x3) computes the forward pass and the input gradient: a 2-d 3x3
-    window with unit stride and dilation, one group, and zero padding of at most 2 per
-    side (the input gradient pads by 2 minus it)."""
+    """Whether Winograd's transforms compute the passes: a 2-d 3x3 window with unit
+    stride and dilation, one group, and zero padding of at most 2 per side (the input
+    gradient pads by 2 minus it)."""
     w = geometry.window
     return (w.kernel_size == (3, 3) and w.stride == (1, 1) and w.dilation == (1, 1)
             and geometry.groups == 1 and not geometry.needs_explicit_padding
             and max(w.pad_low + w.pad_high) <= 2)
+
+
+def _winograd_pays(geometry: ConvGeometry, min_channels: int, min_output_side: int) -> bool:
+    """Whether Winograd applies, with at least ``min_channels`` input and output
+    channels and outputs at least ``min_output_side`` wide and high."""
+    g = geometry
+    return (_winograd_applies(g) and min(g.in_channels, g.out_channels) >= min_channels
+            and min(g.window.output_size) >= min_output_side)
 
 
 def _winograd_tiles(size) -> tuple[int, int]:
@@ -834,8 +842,7 @@ def _choose_algorithm(requested, geometry: ConvGeometry, dtype: np.dtype) -> str
     widest = max(g.in_channels, g.out_channels) // g.groups
     if widest <= DIRECT_MAX_GROUP_CHANNELS:
         return "direct"
-    if (_winograd_applies(g) and min(g.in_channels, g.out_channels) >= WINOGRAD_MIN_CHANNELS
-            and min(g.window.output_size) >= WINOGRAD_MIN_OUTPUT_SIDE[dtype.name]):
+    if _winograd_pays(g, WINOGRAD_MIN_CHANNELS, WINOGRAD_MIN_OUTPUT_SIDE[dtype.name]):
         return "winograd"
     return "gemm"
 
@@ -845,12 +852,10 @@ def _choose_weight_algorithm(requested, geometry: ConvGeometry, dtype: np.dtype,
     """The weight gradient's algorithm: ``chosen`` unless "auto" was requested; then
     Winograd or im2col by :data:`WINOGRAD_WEIGHT_MIN_CHANNELS` and
     :data:`WINOGRAD_WEIGHT_MIN_OUTPUT_SIDE` where ``chosen`` is one of them."""
-    g = geometry
     if requested != "auto" or chosen == "direct":
         return chosen
-    if (_winograd_applies(g)
-            and min(g.in_channels, g.out_channels) >= WINOGRAD_WEIGHT_MIN_CHANNELS[dtype.name]
-            and min(g.window.output_size) >= WINOGRAD_WEIGHT_MIN_OUTPUT_SIDE):
+    if _winograd_pays(geometry, WINOGRAD_WEIGHT_MIN_CHANNELS[dtype.name],
+                      WINOGRAD_WEIGHT_MIN_OUTPUT_SIDE):
         return "winograd"
     return "gemm"
 
