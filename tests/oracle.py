@@ -55,6 +55,17 @@ def assert_close(actual, expected, magnitude, terms, *, label, reference="torch"
             DEVIATIONS[key] = (deviation, label)
 
 
+def assert_nonfinite_like(actual, expected, tolerance):
+    """Assert NaN and inf at the same places in both (some of each), and the finite
+    elements equal within ``tolerance``, relative and absolute."""
+    np.testing.assert_array_equal(np.isnan(actual), np.isnan(expected))
+    np.testing.assert_array_equal(np.isinf(actual), np.isinf(expected))
+    assert np.isnan(actual).any() and np.isinf(actual).any()
+    finite = np.isfinite(expected)
+    np.testing.assert_allclose(actual[finite], expected[finite], rtol=tolerance,
+                               atol=tolerance)
+
+
 def torch_conv_passes(x, w, b, dy, *, stride=1, padding=0, dilation=1, groups=1,
                       padding_mode="zeros"):
     """Output and the gradients (x, weight, bias) from ``torch.nn.ConvNd`` and autograd."""

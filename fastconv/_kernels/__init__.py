@@ -7,9 +7,12 @@ threaded or serially by the amount of work (:class:`fastconv._config.Kernel`).
 
 import math
 
+import numba
+
 from . import depthwise as _depthwise
 from . import direct as _direct
 from . import pool as _pool
+from . import stacked as _stacked
 from . import unfold as _unfold
 from . import winograd as _winograd
 
@@ -64,6 +67,25 @@ def _channel_blocks(channels, weight, window_args, itemsize) -> bool:
     return rows * _depthwise.LANES * itemsize <= DEPTHWISE_BLOCK_BYTES
 
 
+def _stacked_planes(x, weight, window_args) -> bool:
+    """Whether the stacked-plane kernels (see :mod:`.stacked`) take the problem: one
+    input and one output channel per group, a 1-d or 2-d window with unit strides, and
+    padding within the window's extent on every side (the input gradient pads by the
+    extent minus it). ``x`` is the input or its gradient. They compute the forward
+    pass and the input gradient, not the weight gradient: there the channel blocks were
+    faster."""
+    kernel, stride, dilation, pad_low, output_size = window_args
+    if (weight.shape[0] != x.shape[1] or weight.shape[1] != math.prod(kernel)
+            or kernel[0] != 1 or x.shape[2] != 1 or stride != (1, 1, 1)):
+        return False
+    for axis in (1, 2):
+        extent = (kernel[axis] - 1) * dilation[axis]
+        pad_high = output_size[axis] + extent - x.shape[2 + axis] - pad_low[axis]
+        if not (0 <= pad_low[axis] <= extent and 0 <= pad_high <= extent):
+            return False
+    return True
+
+
 def _direct_work(grad_or_y, weight) -> int:
     """Multiply-adds of a direct pass: each output element takes a weight row."""
     return grad_or_y.size * weight.shape[1]
@@ -72,6 +94,11 @@ def _direct_work(grad_or_y, weight) -> int:
 def direct_forward(x, weight, window_args, y):
     """``y`` ``(N, K, D, H, W)`` = grouped convolution of ``x`` with ``weight``
     ``(K, C/G * vol)``."""
+    if _stacked_planes(x, weight, window_args):
+        kernel, _, dilation, pad_low, _ = window_args
+        _stacked.convolve(_direct_work(y, weight), False, x, weight, kernel, dilation,
+                          pad_low[1], pad_low[2], numba.get_num_threads(), y)
+        return
     if _channel_blocks(x.shape[1], weight, window_args, x.itemsize):
         _depthwise.convolve(_direct_work(y, weight), False, x, weight, *window_args, y)
         return
@@ -80,6 +107,13 @@ def direct_forward(x, weight, window_args, y):
 
 def direct_backward_input(grad_output, weight, window_args, dx):
     """Overwrite ``dx`` ``(N, C, D, H, W)`` with the input gradient."""
+    if _stacked_planes(dx, weight, window_args):
+        # the output gradient, padded by the window's extent minus the padding
+        kernel, _, dilation, pad_low, _ = window_args
+        top, left = ((kernel[a] - 1) * dilation[a] - pad_low[a] for a in (1, 2))
+        _stacked.convolve(_direct_work(grad_output, weight), True, grad_output, weight,
+                          kernel, dilation, top, left, numba.get_num_threads(), dx)
+        return
     if _channel_blocks(dx.shape[1], weight, window_args, dx.itemsize):
         _depthwise.convolve(_direct_work(grad_output, weight), True, grad_output, weight,
                             *window_args, dx)
