@@ -107,12 +107,12 @@ def test_threaded_and_serial_builds_agree(monkeypatch, dtype):
     cases = [((3, 4, 10, 9), (6, 2, 3, 3), {"padding": 1, "groups": 2, "stride": (2, 1)}),
              ((2, 3, 6, 40), (4, 3, 3, 3), {"padding": 1}),  # long rows
              ((2, 3, 6, 5, 4), (4, 3, 2, 2, 2), {"padding": "same", "dilation": 2}),
-             # depthwise: by channel blocks, then plane by plane (two outputs per
-             # channel) with long and short rows
+             # narrow groups: by channel blocks (depthwise, stride 2); two outputs per
+             # channel on stacked planes (unit strides) and, for the weight gradient,
+             # plane by plane with long and short rows; depthwise on stacked planes
              ((5, 20, 6, 7), (20, 1, 3, 3), {"padding": 1, "groups": 20, "stride": 2}),
              ((2, 4, 5, 40), (8, 1, 3, 3), {"padding": 1, "groups": 4}),
              ((3, 4, 17), (8, 1, 3), {"padding": 1, "groups": 4}),
-             # depthwise with unit strides: stacked planes
              ((3, 20, 9, 7), (20, 1, 3, 3), {"padding": 1, "groups": 20})]
 
     def passes():
@@ -197,65 +197,71 @@ def test_depthwise_channel_blocks_match_the_loops_and_the_plane_kernels(case, dt
                      reference="plane kernels")
 
 
-# Depthwise problems for the stacked-plane kernels (fastconv._kernels.stacked): offsets
-# three at a time with and without a remainder (5x5: 25; (3, 2): 6; 1x1: 1); symmetric,
-# asymmetric ("same" with an even kernel), no and one-sided padding; dilation; rank 1;
-# channels fewer than a channel block; batches stacked whole or in groups, the last
-# one partial (float64 planes of 34 x 42 fit 2 to a task: 5 samples in 2 + 2 + 1).
+# Problems for the stacked-plane kernels (fastconv._kernels.stacked), all on the direct
+# algorithm (at most 4 channels per group): depthwise, groups of several input and
+# output channels, one group; offsets three at a time with and without a remainder
+# (5x5: 25; (3, 2): 6; 1x1: 1); symmetric, asymmetric ("same" with an even kernel),
+# no and one-sided padding; dilation; rank 1; batches stacked whole or in groups, the
+# last one partial (float64 planes of 34 x 42 fit 2 to a task: 5 samples in 2 + 2 + 1).
 STACKED_CASES = [
-    ((3, 16, 7, 7), (3, 3), {"padding": 1}),
-    ((2, 5, 9, 11), (5, 5), {"padding": 2}),
-    ((2, 5, 9, 11), (3, 2), {"padding": (2, 1), "dilation": (1, 2)}),
-    ((2, 4, 9, 10), (2, 4), {"padding": "same", "dilation": (3, 1)}),
-    ((4, 7, 20), (4,), {"dilation": 2, "padding": 3}),
-    ((2, 6, 6, 6), (1, 1), {}),
-    ((2, 6, 6, 6), (3, 3), {}),
-    ((5, 3, 32, 40), (3, 3), {"padding": 1}),
+    ((3, 16, 7, 7), (16, 1, 3, 3), {"padding": 1, "groups": 16}),
+    ((2, 5, 9, 11), (5, 1, 5, 5), {"padding": 2, "groups": 5}),
+    ((2, 5, 9, 11), (5, 1, 3, 2), {"padding": (2, 1), "dilation": (1, 2), "groups": 5}),
+    ((2, 4, 9, 10), (4, 1, 2, 4), {"padding": "same", "dilation": (3, 1), "groups": 4}),
+    ((4, 7, 20), (7, 1, 4), {"dilation": 2, "padding": 3, "groups": 7}),
+    ((2, 6, 6, 6), (6, 1, 1, 1), {"groups": 6}),
+    ((2, 6, 6, 6), (6, 1, 3, 3), {"groups": 6}),
+    ((5, 3, 32, 40), (3, 1, 3, 3), {"padding": 1, "groups": 3}),
+    ((2, 8, 9, 11), (12, 2, 3, 3), {"padding": 1, "groups": 4}),
+    ((3, 8, 10, 8), (8, 4, 3, 3), {"padding": 2, "dilation": 2, "groups": 2}),
+    ((2, 3, 9, 9), (4, 3, 3, 3), {"padding": (0, 1)}),
+    ((2, 4, 17), (8, 1, 3), {"padding": 1, "groups": 4}),
 ]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", range(len(STACKED_CASES)))
-def test_depthwise_stacked_planes_match_torch_the_loops_and_the_plane_kernels(
-        case, dtype, monkeypatch):
-    input_shape, kernel, params = STACKED_CASES[case]
-    channels = input_shape[1]
-    window = fastconv.ConvPlan(input_shape, (channels, 1, *kernel), groups=channels,
-                               **params).geometry.window
-    volume = int(np.prod(kernel))
-    x_five = np.empty((input_shape[0], channels, *(1,) * (3 - len(kernel)), *input_shape[2:]))
-    assert _kernels._stacked_planes(x_five, np.empty((channels, volume)), window.kernel_args())
+def test_stacked_planes_match_torch_the_loops_and_the_plane_kernels(case, dtype,
+                                                                    monkeypatch):
+    input_shape, weight_shape, params = STACKED_CASES[case]
+    plan = fastconv.ConvPlan(input_shape, weight_shape, **params)
+    assert plan.algorithm == "direct"
+    window = plan.geometry.window
+    x_five = np.empty((*input_shape[:2], *(1,) * (5 - len(input_shape)), *input_shape[2:]))
+    assert _kernels._stacked_planes(x_five, window.kernel_args())
     rng = np.random.default_rng(case)
     x = random(rng, input_shape, dtype)
-    w = random(rng, (channels, 1, *kernel), dtype)
-    dy = random(rng, (*input_shape[:2], *window.output_size), dtype)
+    w = random(rng, weight_shape, dtype)
+    dy = random(rng, (input_shape[0], weight_shape[0], *window.output_size), dtype)
 
     def passes():
-        return [fastconv.conv(x, w, groups=channels, **params),
-                fastconv.conv_backward_input(dy, w, x.shape, groups=channels, **params)]
+        return [fastconv.conv(x, w, **params),
+                fastconv.conv_backward_input(dy, w, x.shape, **params)]
 
     stacked = passes()
     monkeypatch.setattr(_kernels, "_stacked_planes", lambda *args: False)
     monkeypatch.setattr(_kernels, "DEPTHWISE_BLOCK_BYTES", 0)
     planes = passes()
     ref = {"stride": window.stride, "pad_low": window.pad_low, "dilation": window.dilation,
-           "groups": channels}
+           "groups": params.get("groups", 1)}
     expected = [reference.conv(x, w, pad_high=window.pad_high, **ref),
                 reference.conv_backward_input(dy, w, x.shape, **ref)]
     magnitudes = [reference.conv(abs(x), abs(w), pad_high=window.pad_high, **ref),
                   reference.conv_backward_input(abs(dy), abs(w), x.shape, **ref)]
-    torch_passes = torch_conv_passes(x, w, None, dy, groups=channels, **params)
-    for name, got, plane, want, magnitude, oracle in zip(
+    torch_passes = torch_conv_passes(x, w, None, dy, **params)
+    # an output sums a filter's weights; an input-gradient element one product per
+    # output channel of its group and kernel offset
+    terms = [w[0].size, weight_shape[0] // ref["groups"] * int(np.prod(weight_shape[2:]))]
+    for name, got, plane, want, magnitude, oracle, n in zip(
             ["forward", "backward_input"], stacked, planes, expected, magnitudes,
-            torch_passes):
+            torch_passes, terms):
         label = f"stacked {name} {case} {np.dtype(dtype)}"
-        assert_close(got, want.astype(dtype), magnitude, volume, label=label,
-                     reference="loops")
-        assert_close(got, oracle, magnitude, volume, label=label)
-        assert_close(got, plane, magnitude, volume, label=label, reference="plane kernels")
+        assert_close(got, want.astype(dtype), magnitude, n, label=label, reference="loops")
+        assert_close(got, oracle, magnitude, n, label=label)
+        assert_close(got, plane, magnitude, n, label=label, reference="plane kernels")
 
 
-def test_depthwise_stacked_planes_carry_nan_and_inf_only_to_the_windows_they_are_in():
+def test_stacked_planes_carry_nan_and_inf_only_to_the_windows_they_are_in():
     # Border elements are where the stacked layout puts a row's neighbours side by side:
     # the dropped outputs between them read both, the kept ones must not.
     x = random(np.random.default_rng(0), (2, 3, 6, 7))
@@ -272,12 +278,11 @@ def test_depthwise_stacked_planes_carry_nan_and_inf_only_to_the_windows_they_are
     assert_nonfinite_like(dx, expected_dx, 1e-12)
 
 
-def test_depthwise_stacked_planes_take_unit_strides_within_the_windows_extent():
-    def stacked(input_size, kernel, channels=4, weight_channels=None, **params):
+def test_stacked_planes_take_unit_strides_within_the_windows_extent():
+    def stacked(input_size, kernel, **params):
         window = unfold_window(input_size, kernel, **params)
-        x = np.empty((1, channels, *(1,) * (3 - len(input_size)), *input_size))
-        weight = np.empty((weight_channels or channels, int(np.prod(window.kernel_size))))
-        return _kernels._stacked_planes(x, weight, window.kernel_args())
+        x = np.empty((1, 4, *(1,) * (3 - len(input_size)), *input_size))
+        return _kernels._stacked_planes(x, window.kernel_args())
 
     assert stacked((7, 7), 3, padding=1)
     assert stacked((7, 7), 3, padding=(2, 0))  # padding as wide as the window's extent
@@ -285,7 +290,6 @@ def test_depthwise_stacked_planes_take_unit_strides_within_the_windows_extent():
     assert not stacked((7, 7), 3, padding=3)  # wider: the input gradient would crop
     assert not stacked((7, 7), 3, padding=1, stride=(1, 2))
     assert not stacked((3, 7, 7), 3, padding=1)  # 3-d
-    assert not stacked((7, 7), 3, padding=1, weight_channels=8)  # two outputs per channel
 
 
 def test_depthwise_channel_blocks_take_small_planes_and_leave_large_ones():

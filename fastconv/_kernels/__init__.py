@@ -67,16 +67,14 @@ def _channel_blocks(channels, weight, window_args, itemsize) -> bool:
     return rows * _depthwise.LANES * itemsize <= DEPTHWISE_BLOCK_BYTES
 
 
-def _stacked_planes(x, weight, window_args) -> bool:
-    """Whether the stacked-plane kernels (see :mod:`.stacked`) take the problem: one
-    input and one output channel per group, a 1-d or 2-d window with unit strides, and
-    padding within the window's extent on every side (the input gradient pads by the
-    extent minus it). ``x`` is the input or its gradient. They compute the forward
-    pass and the input gradient, not the weight gradient: there the channel blocks were
-    faster."""
+def _stacked_planes(x, window_args) -> bool:
+    """Whether the stacked-plane kernels (see :mod:`.stacked`) take the problem: a 1-d
+    or 2-d window with unit strides, and padding within the window's extent on every
+    side (the input gradient pads by the extent minus it). ``x`` is the input or its
+    gradient. They compute the forward pass and the input gradient, not the weight
+    gradient: there the channel blocks and the plane kernels were faster."""
     kernel, stride, dilation, pad_low, output_size = window_args
-    if (weight.shape[0] != x.shape[1] or weight.shape[1] != math.prod(kernel)
-            or kernel[0] != 1 or x.shape[2] != 1 or stride != (1, 1, 1)):
+    if kernel[0] != 1 or x.shape[2] != 1 or stride != (1, 1, 1):
         return False
     for axis in (1, 2):
         extent = (kernel[axis] - 1) * dilation[axis]
@@ -94,7 +92,7 @@ def _direct_work(grad_or_y, weight) -> int:
 def direct_forward(x, weight, window_args, y):
     """``y`` ``(N, K, D, H, W)`` = grouped convolution of ``x`` with ``weight``
     ``(K, C/G * vol)``."""
-    if _stacked_planes(x, weight, window_args):
+    if _stacked_planes(x, window_args):
         kernel, _, dilation, pad_low, _ = window_args
         _stacked.convolve(_direct_work(y, weight), False, x, weight, kernel, dilation,
                           pad_low[1], pad_low[2], numba.get_num_threads(), y)
@@ -107,7 +105,7 @@ def direct_forward(x, weight, window_args, y):
 
 def direct_backward_input(grad_output, weight, window_args, dx):
     """Overwrite ``dx`` ``(N, C, D, H, W)`` with the input gradient."""
-    if _stacked_planes(dx, weight, window_args):
+    if _stacked_planes(dx, window_args):
         # the output gradient, padded by the window's extent minus the padding
         kernel, _, dilation, pad_low, _ = window_args
         top, left = ((kernel[a] - 1) * dilation[a] - pad_low[a] for a in (1, 2))

@@ -1,5 +1,5 @@
-"""Depthwise kernels for unit strides: a channel's planes stacked, zero-padded, in one
-long run.
+"""Direct kernels for unit strides (narrow groups, depthwise layers above all): a
+channel's planes stacked, zero-padded, in one long run.
 
 With unit strides, output ``(y, x)`` reads the padded input at ``(y + i*dh, x + j*dw)``.
 Copy a channel's padded planes, one sample after the other, into a flat *buffer* whose
@@ -11,11 +11,12 @@ extended layout, ``ext``, holds the columns past the output's width and the rows
 between the samples' outputs too; they are computed and dropped.
 
 Offsets are taken three at a time, so that each pass over ``ext`` loads and stores it
-once for three products. Each task is one channel and a group of samples; each worker
-thread reuses its buffers from task to task, their padding zeroed once.
-:func:`convolve` computes the forward pass and, with the filters turned, the input
-gradient. Arrays are 5-d ``(N, C, 1, H, W)`` as in :mod:`.unfold`, the weight
-``(C, kh * kw)``.
+once for three products. Each task is one group of channels and a group of samples:
+it stacks the group's source channels, then sums each of its target channels in
+``ext``. Each worker thread reuses its buffers from task to task, their padding zeroed
+once. :func:`convolve` computes the forward pass and, with the filters turned, the
+input gradient. Arrays are 5-d ``(N, C, 1, H, W)`` as in :mod:`.unfold`, the weight
+``(K, C/G * kh * kw)`` as in :mod:`.direct`.
 """
 
 import numpy as np
@@ -30,9 +31,10 @@ FUSED = 3
 
 
 @jit(inline=True)
-def _samples_per_task(batch, plane_elements, itemsize):
-    """Samples stacked in a task: as many as fit :data:`L1_BYTES`."""
-    return max(1, min(batch, L1_BYTES // (plane_elements * itemsize)))
+def _samples_per_task(batch, elements, itemsize):
+    """Samples stacked in a task: as many as fit :data:`L1_BYTES`, each taking
+    ``elements`` (its planes of a group's source channels)."""
+    return max(1, min(batch, L1_BYTES // (elements * itemsize)))
 
 
 @jit(inline=True)
@@ -76,10 +78,10 @@ def _unstack(stack, first, count, channel, rows, row_length, planes):
 
 
 @jit(inline=True)
-def _task(task, channels, samples, batch):
-    """A task's channel, first sample and number of samples."""
-    first = task // channels * samples
-    return task % channels, first, min(samples, batch - first)
+def _task(task, groups, samples, batch):
+    """A task's group, first sample and number of samples."""
+    first = task // groups * samples
+    return task % groups, first, min(samples, batch - first)
 
 
 @jit(inline=True)
@@ -90,58 +92,80 @@ def _worker_tasks(worker, workers, tasks):
 
 
 @jit(inline=True)
-def _buffers(samples, rows, row_length, kernel, dilation, dtype):
-    """A worker's zeroed buffer, whose last output's windows end ``(kw - 1) * dw``
-    past its last row, and its ``ext``."""
+def _buffers(sources, samples, rows, row_length, kernel, dilation, dtype):
+    """A worker's zeroed buffers, one per source channel of a group, whose last
+    output's windows end ``(kw - 1) * dw`` past their last row, and its ``ext``."""
     stacked = samples * rows * row_length
-    return (np.zeros(stacked + (kernel[2] - 1) * dilation[2], dtype),
+    return (np.zeros((sources, stacked + (kernel[2] - 1) * dilation[2]), dtype),
             np.zeros(stacked, dtype))
 
 
-
 @jit()
-def _multiply_add(offsets, taps, buffer, out):
-    """``out[e] = sum(taps[t] * buffer[offsets[t] + e])`` over the kernel offsets ``t``."""
+def _multiply_add(offsets, taps, buffers, out):
+    """``out[e] = sum(taps[s, t] * buffers[s, offsets[t] + e])`` over the source
+    channels ``s`` and the kernel offsets ``t``."""
     length = out.size
     out[:] = 0
-    t = 0
-    while t + FUSED <= offsets.size:
-        w0, w1, w2 = taps[t], taps[t + 1], taps[t + 2]
-        s0 = buffer[offsets[t]:offsets[t] + length]
-        s1 = buffer[offsets[t + 1]:offsets[t + 1] + length]
-        s2 = buffer[offsets[t + 2]:offsets[t + 2] + length]
-        for e in range(length):
-            out[e] += w0 * s0[e] + w1 * s1[e] + w2 * s2[e]
-        t += FUSED
-    for rest in range(t, offsets.size):
-        w0 = taps[rest]
-        s0 = buffer[offsets[rest]:offsets[rest] + length]
-        for e in range(length):
-            out[e] += w0 * s0[e]
+    for source in range(buffers.shape[0]):
+        buffer, weights = buffers[source], taps[source]
+        t = 0
+        while t + FUSED <= offsets.size:
+            w0, w1, w2 = weights[t], weights[t + 1], weights[t + 2]
+            s0 = buffer[offsets[t]:offsets[t] + length]
+            s1 = buffer[offsets[t + 1]:offsets[t + 1] + length]
+            s2 = buffer[offsets[t + 2]:offsets[t + 2] + length]
+            for e in range(length):
+                out[e] += w0 * s0[e] + w1 * s1[e] + w2 * s2[e]
+            t += FUSED
+        for rest in range(t, offsets.size):
+            w0 = weights[rest]
+            s0 = buffer[offsets[rest]:offsets[rest] + length]
+            for e in range(length):
+                out[e] += w0 * s0[e]
 
 
 @jit(parallel=True)
 def convolve(turned, source, weight, kernel, dilation, top, left, threads, target):
-    # target[n, c] = the unit-stride convolution of source[n, c], placed at (top, left)
-    # in zeros as high and wide as the target plus the kernel's extent, with filter c
-    # (turned by 180 degrees if ``turned``: the input gradient). Overwrites target.
-    batch, channels = source.shape[:2]
+    # Each target channel of a group sums the unit-stride convolutions of the group's
+    # source channels, each placed at (top, left) in zeros as high and wide as the
+    # target plus the kernel's extent. The forward pass: source x, target y, weight
+    # (K, C/G * volume); with ``turned`` the input gradient: source dy, target dx, the
+    # same weight, its filters turned by 180 degrees. Overwrites target.
+    batch, source_channels = source.shape[:2]
+    target_channels = target.shape[1]
     out_h, out_w = target.shape[3], target.shape[4]
     rows = out_h + (kernel[1] - 1) * dilation[1]
     row_length = out_w + (kernel[2] - 1) * dilation[2]
     offsets = _offsets(kernel, dilation, row_length)
     volume = offsets.size
-    samples = _samples_per_task(batch, rows * row_length, source.itemsize)
-    tasks = channels * -(-batch // samples)
+    if turned:
+        targets = weight.shape[1] // volume
+        groups = target_channels // targets
+        sources = source_channels // groups
+    else:
+        sources = weight.shape[1] // volume
+        groups = source_channels // sources
+        targets = target_channels // groups
+    samples = _samples_per_task(batch, sources * rows * row_length, source.itemsize)
+    tasks = groups * -(-batch // samples)
     workers = min(threads, tasks)
     for worker in prange(workers):
-        buffer, ext = _buffers(samples, rows, row_length, kernel, dilation, source.dtype)
-        taps = np.empty(volume, source.dtype)
+        buffers, ext = _buffers(sources, samples, rows, row_length, kernel, dilation,
+                                source.dtype)
+        taps = np.empty((sources, volume), source.dtype)
         for task in _worker_tasks(worker, workers, tasks):
-            channel, first, count = _task(task, channels, samples, batch)
-            for t in range(volume):
-                taps[t] = weight[channel, volume - 1 - t if turned else t]
-            _stack(source, first, count, channel, top, left, rows, row_length, buffer)
-            _multiply_add(offsets, taps, buffer,
-                          ext[:((count - 1) * rows + out_h) * row_length])
-            _unstack(ext, first, count, channel, rows, row_length, target)
+            group, first, count = _task(task, groups, samples, batch)
+            for s in range(sources):
+                _stack(source, first, count, group * sources + s, top, left, rows,
+                       row_length, buffers[s])
+            for j in range(targets):
+                for s in range(sources):
+                    for t in range(volume):
+                        if turned:
+                            taps[s, t] = weight[group * sources + s,
+                                                j * volume + volume - 1 - t]
+                        else:
+                            taps[s, t] = weight[group * targets + j, s * volume + t]
+                _multiply_add(offsets, taps, buffers,
+                              ext[:((count - 1) * rows + out_h) * row_length])
+                _unstack(ext, first, count, group * targets + j, rows, row_length, target)
