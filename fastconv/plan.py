@@ -150,9 +150,10 @@ class ConvPlan:
         pass run in one go and a pass split among worker threads (each with its tiles,
         its own weight-gradient sum and, for a single sample, all but the first with an
         input gradient of its own), for any thread count. The direct
-        kernels' scratch is not counted: a table of window positions per call and, for
+        kernels' scratch is not counted: a table of window positions per call; for
         depthwise layers, a block of 16 channels and its output per thread (each at most
-        about 512 KiB).
+        about 512 KiB); with unit strides, a group's zero-padded input planes and one
+        output plane per thread, for as many samples as fit 32 KiB and at least one.
 
     Examples
     --------
