@@ -49,7 +49,8 @@ def _offsets(kernel, dilation, row_length):
 
 
 # The copies and the loops over ext are functions of their own, called from the
-# parallel loops: inlined into a parallel region, they ran up to 6 times slower.
+# parallel loop: inlined into it, they made the threaded build twice as slow as the
+# serial one on a single thread (MobileNetV2's 14x14 depthwise forward pass).
 
 @jit()
 def _stack(planes, first, count, channel, top, left, rows, row_length, stack):
