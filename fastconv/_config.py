@@ -30,7 +30,8 @@ if not os.environ.get("NUMBA_THREADING_LAYER"):
 #: Serialises parallel kernel launches from concurrent Python threads.
 PARALLEL_LAUNCH_LOCK = threading.Lock()
 
-# No fastmath: NaN and inf must propagate exactly as they do in torch.
+# No fastmath: NaN and inf must propagate exactly as they do in torch (kernels that sum
+# may ask for reassociation alone, which keeps them: see jit).
 # The numpy error model skips Python's ZeroDivisionError checks in the index arithmetic.
 JIT_OPTIONS = {"nogil": True, "error_model": "numpy"}
 
@@ -96,13 +97,17 @@ class Kernel:
             return self.parallel(*args)
 
 
-def jit(*, parallel: bool = False, inline: bool = False):
+def jit(*, parallel: bool = False, inline: bool = False, reassociate: bool = False):
     """Decorate a kernel: a :class:`Kernel` when ``parallel``, else one serial build
-    (inlined into its callers when ``inline``)."""
+    (inlined into its callers when ``inline``). ``reassociate`` lets LLVM reorder a
+    serial function's sums (fastmath's ``reassoc`` flag alone), so that it vectorises
+    them, as BLAS does; NaN and inf still propagate."""
 
     def decorate(func):
         if parallel:
             return Kernel(func)
-        return _compile(func, inline="always") if inline else _compile(func)
+        if inline:
+            return _compile(func, inline="always")
+        return _compile(func, fastmath={"reassoc"}) if reassociate else _compile(func)
 
     return decorate

@@ -197,7 +197,8 @@ def test_depthwise_channel_blocks_match_the_loops_and_the_plane_kernels(case, dt
                      reference="plane kernels")
 
 
-# Problems for the stacked-plane kernels (fastconv._kernels.stacked), all on the direct
+# Problems for the stacked-plane kernels (fastconv._kernels.stacked; the weight gradient
+# of the first goes to the channel blocks, its outputs being narrow), all on the direct
 # algorithm (at most 4 channels per group): depthwise, groups of several input and
 # output channels, one group; offsets three at a time with and without a remainder
 # (5x5: 25; (3, 2): 6; 1x1: 1); symmetric, asymmetric ("same" with an even kernel),
@@ -236,7 +237,8 @@ def test_stacked_planes_match_torch_the_loops_and_the_plane_kernels(case, dtype,
 
     def passes():
         return [fastconv.conv(x, w, **params),
-                fastconv.conv_backward_input(dy, w, x.shape, **params)]
+                fastconv.conv_backward_input(dy, w, x.shape, **params),
+                fastconv.conv_backward_weight(dy, x, w.shape, **params)]
 
     stacked = passes()
     monkeypatch.setattr(_kernels, "_stacked_planes", lambda *args: False)
@@ -245,16 +247,20 @@ def test_stacked_planes_match_torch_the_loops_and_the_plane_kernels(case, dtype,
     ref = {"stride": window.stride, "pad_low": window.pad_low, "dilation": window.dilation,
            "groups": params.get("groups", 1)}
     expected = [reference.conv(x, w, pad_high=window.pad_high, **ref),
-                reference.conv_backward_input(dy, w, x.shape, **ref)]
+                reference.conv_backward_input(dy, w, x.shape, **ref),
+                reference.conv_backward_weight(dy, x, w.shape, **ref)]
     magnitudes = [reference.conv(abs(x), abs(w), pad_high=window.pad_high, **ref),
-                  reference.conv_backward_input(abs(dy), abs(w), x.shape, **ref)]
+                  reference.conv_backward_input(abs(dy), abs(w), x.shape, **ref),
+                  reference.conv_backward_weight(abs(dy), abs(x), w.shape, **ref)]
     torch_passes = torch_conv_passes(x, w, None, dy, **params)
     # an output sums a filter's weights; an input-gradient element one product per
-    # output channel of its group and kernel offset
-    terms = [w[0].size, weight_shape[0] // ref["groups"] * int(np.prod(weight_shape[2:]))]
+    # output channel of its group and kernel offset; a weight-gradient element one per
+    # sample and output position
+    terms = [w[0].size, weight_shape[0] // ref["groups"] * int(np.prod(weight_shape[2:])),
+             input_shape[0] * int(np.prod(window.output_size))]
     for name, got, plane, want, magnitude, oracle, n in zip(
-            ["forward", "backward_input"], stacked, planes, expected, magnitudes,
-            torch_passes, terms):
+            ["forward", "backward_input", "backward_weight"], stacked, planes, expected,
+            magnitudes, torch_passes, terms):
         label = f"stacked {name} {case} {np.dtype(dtype)}"
         assert_close(got, want.astype(dtype), magnitude, n, label=label, reference="loops")
         assert_close(got, oracle, magnitude, n, label=label)
@@ -276,6 +282,31 @@ def test_stacked_planes_carry_nan_and_inf_only_to_the_windows_they_are_in():
     expected_y, expected_dx = torch_conv_passes(x, w, None, dy, **params)[:2]
     assert_nonfinite_like(y, expected_y, 1e-12)
     assert_nonfinite_like(dx, expected_dx, 1e-12)
+    # the weight gradient from a finite output gradient: finite at the kernel offsets
+    # whose windows miss the input's holes
+    dy = random(np.random.default_rng(2), x.shape)
+    dw = fastconv.conv_backward_weight(dy, x, w.shape, **params)
+    assert_nonfinite_like(dw, torch_conv_passes(x, w, None, dy, **params)[2], 1e-12)
+    assert np.isfinite(dw).any()
+
+
+@pytest.mark.parametrize(("size", "channels", "taker"), [
+    (7, 16, "channel blocks"),  # outputs narrower than STACKED_WEIGHT_MIN_WIDTH
+    (14, 16, "stacked planes"),
+    (7, 8, "stacked planes"),  # fewer channels than a block
+])
+def test_depthwise_weight_gradient_takes_channel_blocks_only_on_narrow_outputs(
+        monkeypatch, size, channels, taker):
+    taken = []
+    for name, module in [("channel blocks", _kernels._depthwise),
+                         ("stacked planes", _kernels._stacked)]:
+        monkeypatch.setattr(module, "backward_weight",
+                            lambda *args, name=name: taken.append(name))
+    x = np.ones((2, channels, size, size))
+    w = np.ones((channels, 1, 3, 3))
+    fastconv.conv_backward_weight(np.ones_like(x), x, w.shape, padding=1, groups=channels)
+    assert 7 < _kernels.STACKED_WEIGHT_MIN_WIDTH <= 14  # the sizes straddle it
+    assert taken == [taker]
 
 
 def test_stacked_planes_take_unit_strides_within_the_windows_extent():

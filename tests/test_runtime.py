@@ -248,8 +248,8 @@ def test_warmup_compiles_every_kernel_in_both_builds():
     kernels = [k for module in (unfold, direct, depthwise, stacked, pool)
                for k in vars(module).values() if isinstance(k, _config.Kernel)]
     assert sorted(k.__name__ for k in kernels) == [
-        "backward_input", "backward_weight", "backward_weight", "col2im", "convolve",
-        "convolve", "forward", "im2col", "max_over_windows", "scatter_add"]
+        "backward_input", "backward_weight", "backward_weight", "backward_weight", "col2im",
+        "convolve", "convolve", "forward", "im2col", "max_over_windows", "scatter_add"]
     for kernel in kernels:
         for build in (kernel.serial, kernel.parallel):
             compiled = [s for s in build.signatures if "float64" in str(s)]

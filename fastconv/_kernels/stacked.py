@@ -15,8 +15,9 @@ once for three products. Each task is one group of channels and a group of sampl
 it stacks the group's source channels, then sums each of its target channels in
 ``ext``. Each worker thread reuses its buffers from task to task, their padding zeroed
 once. :func:`convolve` computes the forward pass and, with the filters turned, the
-input gradient. Arrays are 5-d ``(N, C, 1, H, W)`` as in :mod:`.unfold`, the weight
-``(K, C/G * kh * kw)`` as in :mod:`.direct`.
+input gradient; :func:`backward_weight` the weight gradient, whose sums over positions
+are reassociated so that LLVM vectorises them. Arrays are 5-d ``(N, C, 1, H, W)`` as in
+:mod:`.unfold`, the weight ``(K, C/G * kh * kw)`` as in :mod:`.direct`.
 """
 
 import numpy as np
@@ -170,3 +171,81 @@ def convolve(turned, source, weight, kernel, dilation, top, left, threads, targe
                 _multiply_add(offsets, taps, buffers,
                               ext[:((count - 1) * rows + out_h) * row_length])
                 _unstack(ext, first, count, group * targets + j, rows, row_length, target)
+
+
+@jit(reassociate=True)
+def _sum_products(offsets, buffer, grad, output_here, totals):
+    """``totals[t] += sum(grad[e] * buffer[offsets[t] + e])`` over ``grad``'s positions
+    ``e`` where ``output_here``: the dropped ones may pair a zero with an input's inf or
+    NaN. Three offsets at a time; the sums reassociated, so that they vectorise."""
+    zero = np.zeros(1, totals.dtype)[0]
+    length = grad.size
+    here = output_here[:length]
+    t = 0
+    while t + FUSED <= offsets.size:
+        s0 = buffer[offsets[t]:offsets[t] + length]
+        s1 = buffer[offsets[t + 1]:offsets[t + 1] + length]
+        s2 = buffer[offsets[t + 2]:offsets[t + 2] + length]
+        a0 = a1 = a2 = zero
+        for e in range(length):
+            a0 += grad[e] * s0[e] if here[e] else zero
+            a1 += grad[e] * s1[e] if here[e] else zero
+            a2 += grad[e] * s2[e] if here[e] else zero
+        totals[t] += a0
+        totals[t + 1] += a1
+        totals[t + 2] += a2
+        t += FUSED
+    for rest in range(t, offsets.size):
+        s0 = buffer[offsets[rest]:offsets[rest] + length]
+        a0 = zero
+        for e in range(length):
+            a0 += grad[e] * s0[e] if here[e] else zero
+        totals[rest] += a0
+
+
+@jit(parallel=True)
+def backward_weight(grad_output, x, kernel, dilation, top, left, threads, dw):
+    # Overwrites dw (K, C/G * volume). Each task adds its samples' products into sums of
+    # its own, added up afterwards in a fixed order.
+    batch, channels = x.shape[:2]
+    out_h, out_w = grad_output.shape[3], grad_output.shape[4]
+    rows = out_h + (kernel[1] - 1) * dilation[1]
+    row_length = out_w + (kernel[2] - 1) * dilation[2]
+    offsets = _offsets(kernel, dilation, row_length)
+    volume = offsets.size
+    sources = dw.shape[1] // volume
+    groups = channels // sources
+    targets = dw.shape[0] // groups
+    samples = _samples_per_task(batch, (sources + targets) * rows * row_length, x.itemsize)
+    sample_groups = -(-batch // samples)
+    tasks = groups * sample_groups
+    workers = min(threads, tasks)
+    output_here = np.zeros(samples * rows * row_length, np.bool_)
+    for s in range(samples):
+        for y in range(out_h):
+            for q in range(out_w):
+                output_here[(s * rows + y) * row_length + q] = True
+    sums = np.zeros((sample_groups, dw.shape[0], dw.shape[1]), dw.dtype)
+    for worker in prange(workers):
+        buffers, ext = _buffers(sources, samples, rows, row_length, kernel, dilation,
+                                x.dtype)
+        for task in _worker_tasks(worker, workers, tasks):
+            group, first, count = _task(task, groups, samples, batch)
+            for s in range(sources):
+                _stack(x, first, count, group * sources + s, top, left, rows, row_length,
+                       buffers[s])
+            for j in range(targets):
+                _stack(grad_output, first, count, group * targets + j, 0, 0, rows,
+                       row_length, ext)
+                for s in range(sources):
+                    _sum_products(offsets, buffers[s],
+                                  ext[:((count - 1) * rows + out_h) * row_length],
+                                  output_here,
+                                  sums[task // groups, group * targets + j,
+                                       s * volume:(s + 1) * volume])
+    for k in range(dw.shape[0]):
+        for column in range(dw.shape[1]):
+            total = sums[0, k, column]
+            for sample_group in range(1, sample_groups):
+                total += sums[sample_group, k, column]
+            dw[k, column] = total
