@@ -68,8 +68,8 @@ def _channel_blocks(channels, weight, window_args, itemsize) -> bool:
 
 
 #: Narrowest outputs whose depthwise weight gradient the stacked planes take where the
-#: channel blocks could: against them, 2 threads, 0.76 to 0.83 of the time on
-#: MobileNetV2's 14x14 layer and 0.64 to 0.76 on its 112x112 one, but 1.05 to 1.12
+#: channel blocks could: against them, 2 threads, 0.76 to 0.89 of the time on
+#: MobileNetV2's 14x14 layer and 0.62 to 0.76 on its 112x112 one, but 1.05 to 1.12
 #: times on its 7x7 one, where copying rows of 7 outweighs the sums.
 STACKED_WEIGHT_MIN_WIDTH = 10
 
