@@ -151,6 +151,20 @@ DEPTHWISE_CASES = [
 ]
 
 
+def _loop_passes(x, w, dy, window, groups):
+    """The three passes by the loop reference, and the same on absolute values (the
+    magnitudes that bound their rounding)."""
+    ref = {"stride": window.stride, "pad_low": window.pad_low, "dilation": window.dilation,
+           "groups": groups}
+
+    def passes(x, w, dy):
+        return [reference.conv(x, w, pad_high=window.pad_high, **ref),
+                reference.conv_backward_input(dy, w, x.shape, **ref),
+                reference.conv_backward_weight(dy, x, w.shape, **ref)]
+
+    return passes(x, w, dy), passes(abs(x), abs(w), abs(dy))
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", range(len(DEPTHWISE_CASES)))
 def test_depthwise_channel_blocks_match_the_loops_and_the_plane_kernels(case, dtype,
@@ -177,14 +191,7 @@ def test_depthwise_channel_blocks_match_the_loops_and_the_plane_kernels(case, dt
     blocks = passes()
     monkeypatch.setattr(_kernels, "DEPTHWISE_BLOCK_BYTES", 0)
     planes = passes()
-    ref = {"stride": window.stride, "pad_low": window.pad_low, "dilation": window.dilation,
-           "groups": channels}
-    expected = [reference.conv(x, w, pad_high=window.pad_high, **ref),
-                reference.conv_backward_input(dy, w, x.shape, **ref),
-                reference.conv_backward_weight(dy, x, w.shape, **ref)]
-    magnitudes = [reference.conv(abs(x), abs(w), pad_high=window.pad_high, **ref),
-                  reference.conv_backward_input(abs(dy), abs(w), x.shape, **ref),
-                  reference.conv_backward_weight(abs(dy), abs(x), w.shape, **ref)]
+    expected, magnitudes = _loop_passes(x, w, dy, window, channels)
     # Output and input-gradient elements sum at most `volume` products; weight-gradient
     # elements sum one per sample and output position.
     terms = [volume, volume, input_shape[0] * int(np.prod(window.output_size))]
@@ -244,19 +251,13 @@ def test_stacked_planes_match_torch_the_loops_and_the_plane_kernels(case, dtype,
     monkeypatch.setattr(_kernels, "_stacked_planes", lambda *args: False)
     monkeypatch.setattr(_kernels, "DEPTHWISE_BLOCK_BYTES", 0)
     planes = passes()
-    ref = {"stride": window.stride, "pad_low": window.pad_low, "dilation": window.dilation,
-           "groups": params.get("groups", 1)}
-    expected = [reference.conv(x, w, pad_high=window.pad_high, **ref),
-                reference.conv_backward_input(dy, w, x.shape, **ref),
-                reference.conv_backward_weight(dy, x, w.shape, **ref)]
-    magnitudes = [reference.conv(abs(x), abs(w), pad_high=window.pad_high, **ref),
-                  reference.conv_backward_input(abs(dy), abs(w), x.shape, **ref),
-                  reference.conv_backward_weight(abs(dy), abs(x), w.shape, **ref)]
+    groups = params.get("groups", 1)
+    expected, magnitudes = _loop_passes(x, w, dy, window, groups)
     torch_passes = torch_conv_passes(x, w, None, dy, **params)
     # an output sums a filter's weights; an input-gradient element one product per
     # output channel of its group and kernel offset; a weight-gradient element one per
     # sample and output position
-    terms = [w[0].size, weight_shape[0] // ref["groups"] * int(np.prod(weight_shape[2:])),
+    terms = [w[0].size, weight_shape[0] // groups * int(np.prod(weight_shape[2:])),
              input_shape[0] * int(np.prod(window.output_size))]
     for name, got, plane, want, magnitude, oracle, n in zip(
             ["forward", "backward_input", "backward_weight"], stacked, planes, expected,
