@@ -97,17 +97,21 @@ class Kernel:
             return self.parallel(*args)
 
 
-def jit(*, parallel: bool = False, inline: bool = False, reassociate: bool = False):
+def jit(*, parallel: bool = False, inline: bool = False, reassociate: bool = False,
+        contract: bool = False):
     """Decorate a kernel: a :class:`Kernel` when ``parallel``, else one serial build
-    (inlined into its callers when ``inline``). ``reassociate`` lets LLVM reorder a
-    serial function's sums (fastmath's ``reassoc`` flag alone), so that it vectorises
-    them, as BLAS does; NaN and inf still propagate."""
+    (inlined into its callers when ``inline``). Two of fastmath's flags, alone, may be
+    asked for a serial function: ``reassociate`` lets LLVM reorder its sums, so that it
+    vectorises them, as BLAS does; ``contract`` lets it fuse a multiply and an add into
+    one instruction, rounded once. NaN and inf still propagate."""
 
     def decorate(func):
         if parallel:
             return Kernel(func)
         if inline:
             return _compile(func, inline="always")
-        return _compile(func, fastmath={"reassoc"}) if reassociate else _compile(func)
+        flags = {name for name, wanted in (("reassoc", reassociate), ("contract", contract))
+                 if wanted}
+        return _compile(func, fastmath=flags) if flags else _compile(func)
 
     return decorate

@@ -11,9 +11,11 @@ extended layout, ``ext``, holds the columns past the output's width and the rows
 between the samples' outputs too; they are computed and dropped.
 
 Offsets are taken three at a time, so that each pass over ``ext`` loads and stores it
-once for three products. Each task is one group of channels and a group of samples:
-it stacks the group's source channels, then sums each of its target channels in
-``ext``. Each worker thread reuses its buffers from task to task, their padding zeroed
+once for three products, and target channels two at a time, each pair of ``ext`` from
+the same loads of the buffer; the multiply-adds are fused (fastmath's ``contract``
+flag alone: rounded once, as BLAS rounds them). Each task is one group of channels and
+a group of samples: it stacks the group's source channels, then sums its target
+channels in ``ext``. Each worker thread reuses its buffers from task to task, their padding zeroed
 once. :func:`convolve` computes the forward pass and, with the filters turned, the
 input gradient; :func:`backward_weight` the weight gradient, whose sums over positions
 are reassociated so that LLVM vectorises them. Arrays are 5-d ``(N, C, 1, H, W)`` as in
@@ -94,36 +96,45 @@ def _worker_tasks(worker, workers, tasks):
 
 
 @jit(inline=True)
-def _buffers(sources, samples, rows, row_length, kernel, dilation, dtype):
+def _buffers(sources, exts, samples, rows, row_length, kernel, dilation, dtype):
     """A worker's zeroed buffers, one per source channel of a group, whose last
-    output's windows end ``(kw - 1) * dw`` past their last row, and its ``ext``."""
+    output's windows end ``(kw - 1) * dw`` past their last row, and ``exts`` ext."""
     stacked = samples * rows * row_length
     return (np.zeros((sources, stacked + (kernel[2] - 1) * dilation[2]), dtype),
-            np.zeros(stacked, dtype))
+            np.zeros((exts, stacked), dtype))
 
 
-@jit()
-def _multiply_add(offsets, taps, buffers, out):
-    """``out[e] = sum(taps[s, t] * buffers[s, offsets[t] + e])`` over the source
-    channels ``s`` and the kernel offsets ``t``."""
-    length = out.size
-    out[:] = 0
+@jit(contract=True)
+def _multiply_add(offsets, taps, pair, buffers, first, second):
+    """``first[e] = sum(taps[0, s, t] * buffers[s, offsets[t] + e])`` over the source
+    channels ``s`` and the kernel offsets ``t``; with ``pair``, ``second`` likewise from
+    ``taps[1]``, from the same loads."""
+    length = first.size
+    first[:] = 0
+    if pair:
+        second[:] = 0
     for source in range(buffers.shape[0]):
-        buffer, weights = buffers[source], taps[source]
+        buffer, weights, others = buffers[source], taps[0, source], taps[1, source]
         t = 0
         while t + FUSED <= offsets.size:
             w0, w1, w2 = weights[t], weights[t + 1], weights[t + 2]
+            v0, v1, v2 = others[t], others[t + 1], others[t + 2]
             s0 = buffer[offsets[t]:offsets[t] + length]
             s1 = buffer[offsets[t + 1]:offsets[t + 1] + length]
             s2 = buffer[offsets[t + 2]:offsets[t + 2] + length]
             for e in range(length):
-                out[e] += w0 * s0[e] + w1 * s1[e] + w2 * s2[e]
+                a, b, c = s0[e], s1[e], s2[e]
+                first[e] += w0 * a + w1 * b + w2 * c
+                if pair:
+                    second[e] += v0 * a + v1 * b + v2 * c
             t += FUSED
         for rest in range(t, offsets.size):
-            w0 = weights[rest]
+            w0, v0 = weights[rest], others[rest]
             s0 = buffer[offsets[rest]:offsets[rest] + length]
             for e in range(length):
-                out[e] += w0 * s0[e]
+                first[e] += w0 * s0[e]
+                if pair:
+                    second[e] += v0 * s0[e]
 
 
 @jit(parallel=True)
@@ -152,25 +163,31 @@ def convolve(turned, source, weight, kernel, dilation, top, left, threads, targe
     tasks = groups * -(-batch // samples)
     workers = min(threads, tasks)
     for worker in prange(workers):
-        buffers, ext = _buffers(sources, samples, rows, row_length, kernel, dilation,
+        buffers, ext = _buffers(sources, 2, samples, rows, row_length, kernel, dilation,
                                 source.dtype)
-        taps = np.empty((sources, volume), source.dtype)
+        taps = np.zeros((2, sources, volume), source.dtype)
         for task in _worker_tasks(worker, workers, tasks):
             group, first, count = _task(task, groups, samples, batch)
             for s in range(sources):
                 _stack(source, first, count, group * sources + s, top, left, rows,
                        row_length, buffers[s])
-            for j in range(targets):
-                for s in range(sources):
-                    for t in range(volume):
-                        if turned:
-                            taps[s, t] = weight[group * sources + s,
-                                                j * volume + volume - 1 - t]
-                        else:
-                            taps[s, t] = weight[group * targets + j, s * volume + t]
-                _multiply_add(offsets, taps, buffers,
-                              ext[:((count - 1) * rows + out_h) * row_length])
-                _unstack(ext, first, count, group * targets + j, rows, row_length, target)
+            length = ((count - 1) * rows + out_h) * row_length
+            for j in range(0, targets, 2):  # target channels in pairs, sharing loads
+                pair = j + 1 < targets
+                for k in range(2 if pair else 1):
+                    for s in range(sources):
+                        for t in range(volume):
+                            if turned:
+                                taps[k, s, t] = weight[group * sources + s,
+                                                       (j + k + 1) * volume - 1 - t]
+                            else:
+                                taps[k, s, t] = weight[group * targets + j + k,
+                                                       s * volume + t]
+                _multiply_add(offsets, taps, pair, buffers, ext[0, :length],
+                              ext[1, :length])
+                for k in range(2 if pair else 1):
+                    _unstack(ext[k], first, count, group * targets + j + k, rows,
+                             row_length, target)
 
 
 @jit(reassociate=True)
@@ -227,8 +244,9 @@ def backward_weight(grad_output, x, kernel, dilation, top, left, threads, dw):
                 output_here[(s * rows + y) * row_length + q] = True
     sums = np.zeros((sample_groups, dw.shape[0], dw.shape[1]), dw.dtype)
     for worker in prange(workers):
-        buffers, ext = _buffers(sources, samples, rows, row_length, kernel, dilation,
-                                x.dtype)
+        buffers, exts = _buffers(sources, 1, samples, rows, row_length, kernel, dilation,
+                                 x.dtype)
+        ext = exts[0]
         for task in _worker_tasks(worker, workers, tasks):
             group, first, count = _task(task, groups, samples, batch)
             for s in range(sources):
