@@ -29,6 +29,7 @@ from ._arrays import as_float_array, as_float_dtype, check_array
 from ._geometry import (
     ConvGeometry,
     Tile,
+    Window,
     as_int,
     conv_geometry,
     plan_tiles,
@@ -125,7 +126,13 @@ class ConvPlan:
         with 4/9 of the multiplications, and the weight gradient by F(3x3, 2x2) on the
         same input tiles. ``"auto"`` (default) takes ``"direct"`` where the GEMMs would
         be thin: at most :data:`DIRECT_MAX_GROUP_CHANNELS` input and output channels per
-        group, depthwise layers among them; ``"winograd"`` where it applies, with at
+        group, depthwise layers among them, and, with unit strides and padding within
+        the window's extent, a window of several positions and at most
+        :data:`STACKED_MAX_CHANNEL_PAIRS` pairs of an input and an output channel per
+        group (a first layer from 1 or 3 channels, say), unless the outputs are so small
+        beside the window that the direct kernels would compute more than
+        :data:`STACKED_MAX_POSITIONS_PER_OUTPUT` positions per output; ``"winograd"``
+        where it applies, with at
         least :data:`WINOGRAD_MIN_CHANNELS` input and output channels and outputs at
         least :data:`WINOGRAD_MIN_OUTPUT_SIDE` wide and high (by dtype), if a sample's
         transformed tiles per thread fit the workspace limit; else ``"gemm"``. It picks
@@ -221,7 +228,7 @@ class ConvPlan:
         self._kernel_input_size = kernel_window.input_size
         self._kernel_spatial = three_d(kernel_window.input_size)
         self._output_spatial = three_d(window.output_size)
-        self.algorithm = _choose_algorithm(algorithm, g, dtype)
+        self.algorithm = _choose_algorithm(algorithm, g, dtype, kernel_window)
         self.backward_weight_algorithm = _choose_weight_algorithm(algorithm, g, dtype,
                                                                   self.algorithm)
         # A 1x1 window that visits every input position once needs no im2col, and the
@@ -783,6 +790,22 @@ WEIGHT_GRADIENT_TRANSPOSED_MAX_OUT = 128
 #: thin for BLAS. With more output channels, even from a single input channel, im2col
 #: and the GEMMs are faster.
 DIRECT_MAX_GROUP_CHANNELS = 4
+#: With unit strides, "auto" also picks the direct kernels, on stacked planes, for
+#: groups of at most this many input-output channel pairs. Training step (all three
+#: passes), 2 threads, direct against the GEMM path, one process interleaved, float32 /
+#: float64: 32 samples of 32 x 32, 3x3: 3 to 8 channels 0.54, 6 to 6 0.42, 8 to 8 0.60 /
+#: 0.58, 3 to 16 0.60 / 0.54 (also with reflect padding: 0.65 / 0.65); LeNet-5's conv1
+#: (1 to 6, 5x5 on 28 x 28) 0.56 / 0.90; 1-d, length 4000, 4 to 16 0.54 / 0.60; 8 to 8,
+#: 7x7 on 128 x 128, 0.51 / 0.70. From 96 pairs it varies: 6 to 16 0.75 / 0.64, 8 to 16
+#: dilated 0.71 / 1.24, 1-d 8 to 16 1.87 / 1.20; 16 to 16 took 1.14 times as long, 8 to
+#: 64 1.39 / 1.23. 1x1 windows, which need no im2col, are left to the GEMMs (3.2 to 3.8
+#: times as long on stacked planes).
+STACKED_MAX_CHANNEL_PAIRS = 64
+#: ... unless they would compute more positions than this per output (see
+#: fastconv._kernels.stacked_positions_per_output): 3 to 16 channels, 5x5 on 14 x 14
+#: unpadded (1.96 per output), took 1.18 / 1.32 times as long as the GEMMs; 4 to 8 with
+#: padding 2 (1.65) 0.75 / 0.79 of their time.
+STACKED_MAX_POSITIONS_PER_OUTPUT = 1.75
 #: Fewest input and output channels, and output rows and columns by dtype, for which
 #: "auto" picks Winograd. Measured on the suite's 3x3 layers, 2 threads, forward pass
 #: and input gradient: 0.58 to 0.92 of im2col's time on 32 x 32 and 56 x 56 outputs
@@ -825,9 +848,11 @@ def _winograd_tiles(size) -> tuple[int, int]:
     return tuple(-(-n // 2) for n in size)
 
 
-def _choose_algorithm(requested, geometry: ConvGeometry, dtype: np.dtype) -> str:
+def _choose_algorithm(requested, geometry: ConvGeometry, dtype: np.dtype,
+                      kernel_window: Window) -> str:
     """The plan's algorithm: ``direct`` for narrow groups, ``winograd`` for 3x3 layers
-    with enough channels, unless asked otherwise."""
+    with enough channels, unless asked otherwise. ``kernel_window`` is the window the
+    kernels see (unpadded where the padding is explicit)."""
     if requested not in ALGORITHMS:
         raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {requested!r}")
     g = geometry
@@ -841,11 +866,24 @@ def _choose_algorithm(requested, geometry: ConvGeometry, dtype: np.dtype) -> str
     if requested != "auto":
         return requested
     widest = max(g.in_channels, g.out_channels) // g.groups
-    if widest <= DIRECT_MAX_GROUP_CHANNELS:
+    if widest <= DIRECT_MAX_GROUP_CHANNELS or _stacked_planes_pay(g, kernel_window):
         return "direct"
     if _winograd_pays(g, WINOGRAD_MIN_CHANNELS, WINOGRAD_MIN_OUTPUT_SIDE[dtype.name]):
         return "winograd"
     return "gemm"
+
+
+def _stacked_planes_pay(geometry: ConvGeometry, kernel_window: Window) -> bool:
+    """Whether "auto" takes the direct kernels for a group of several channels: see
+    :data:`STACKED_MAX_CHANNEL_PAIRS`."""
+    g = geometry
+    window_args = kernel_window.kernel_args()
+    return (kernel_window.kernel_volume > 1
+            and (g.in_channels // g.groups) * (g.out_channels // g.groups)
+            <= STACKED_MAX_CHANNEL_PAIRS
+            and _kernels.stacked_planes(three_d(kernel_window.input_size), window_args)
+            and _kernels.stacked_positions_per_output(window_args)
+            <= STACKED_MAX_POSITIONS_PER_OUTPUT)
 
 
 def _choose_weight_algorithm(requested, geometry: ConvGeometry, dtype: np.dtype,

@@ -9,7 +9,7 @@ import torch
 
 import fastconv
 from fastconv import _config, _kernels
-from fastconv._geometry import unfold_window
+from fastconv._geometry import three_d, unfold_window
 
 from . import reference
 from .oracle import assert_close, assert_nonfinite_like, random, torch_conv_passes
@@ -187,7 +187,7 @@ def test_depthwise_channel_blocks_match_the_loops_and_the_plane_kernels(case, dt
                 fastconv.conv_backward_weight(dy, x, w.shape, groups=channels, **params)]
 
     # unit-stride 2-d problems go to the stacked-plane kernels unless told otherwise
-    monkeypatch.setattr(_kernels, "_stacked_planes", lambda *args: False)
+    monkeypatch.setattr(_kernels, "stacked_planes", lambda *args: False)
     blocks = passes()
     monkeypatch.setattr(_kernels, "DEPTHWISE_BLOCK_BYTES", 0)
     planes = passes()
@@ -206,8 +206,9 @@ def test_depthwise_channel_blocks_match_the_loops_and_the_plane_kernels(case, dt
 
 # Problems for the stacked-plane kernels (fastconv._kernels.stacked; the weight gradient
 # of the first goes to the channel blocks, its outputs being narrow), all on the direct
-# algorithm (at most 4 channels per group): depthwise, groups of several input and
-# output channels, one group; offsets three at a time with and without a remainder
+# algorithm (at most 4 channels per group, or few channel pairs): depthwise, groups of
+# several input and output channels, one group (target channels in pairs and with one
+# left over, both ways); offsets three at a time with and without a remainder
 # (5x5: 25; (3, 2): 6; 1x1: 1); symmetric, asymmetric ("same" with an even kernel),
 # no and one-sided padding; dilation; rank 1; batches stacked whole or in groups, the
 # last one partial (float64 planes of 34 x 42 fit 2 to a task: 5 samples in 2 + 2 + 1).
@@ -224,6 +225,7 @@ STACKED_CASES = [
     ((3, 8, 10, 8), (8, 4, 3, 3), {"padding": 2, "dilation": 2, "groups": 2}),
     ((2, 3, 9, 9), (4, 3, 3, 3), {"padding": (0, 1)}),
     ((2, 4, 17), (8, 1, 3), {"padding": 1, "groups": 4}),
+    ((2, 3, 12, 12), (16, 3, 3, 3), {"padding": 1}),
 ]
 
 
@@ -235,8 +237,7 @@ def test_stacked_planes_match_torch_the_loops_and_the_plane_kernels(case, dtype,
     plan = fastconv.ConvPlan(input_shape, weight_shape, **params)
     assert plan.algorithm == "direct"
     window = plan.geometry.window
-    x_five = np.empty((*input_shape[:2], *(1,) * (5 - len(input_shape)), *input_shape[2:]))
-    assert _kernels._stacked_planes(x_five, window.kernel_args())
+    assert _kernels.stacked_planes(three_d(input_shape[2:]), window.kernel_args())
     rng = np.random.default_rng(case)
     x = random(rng, input_shape, dtype)
     w = random(rng, weight_shape, dtype)
@@ -248,7 +249,7 @@ def test_stacked_planes_match_torch_the_loops_and_the_plane_kernels(case, dtype,
                 fastconv.conv_backward_weight(dy, x, w.shape, **params)]
 
     stacked = passes()
-    monkeypatch.setattr(_kernels, "_stacked_planes", lambda *args: False)
+    monkeypatch.setattr(_kernels, "stacked_planes", lambda *args: False)
     monkeypatch.setattr(_kernels, "DEPTHWISE_BLOCK_BYTES", 0)
     planes = passes()
     groups = params.get("groups", 1)
@@ -313,8 +314,7 @@ def test_depthwise_weight_gradient_takes_channel_blocks_only_on_narrow_outputs(
 def test_stacked_planes_take_unit_strides_within_the_windows_extent():
     def stacked(input_size, kernel, **params):
         window = unfold_window(input_size, kernel, **params)
-        x = np.empty((1, 4, *(1,) * (3 - len(input_size)), *input_size))
-        return _kernels._stacked_planes(x, window.kernel_args())
+        return _kernels.stacked_planes(three_d(input_size), window.kernel_args())
 
     assert stacked((7, 7), 3, padding=1)
     assert stacked((7, 7), 3, padding=(2, 0))  # padding as wide as the window's extent

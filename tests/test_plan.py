@@ -294,11 +294,31 @@ def test_algorithm_argument():
         ConvPlan((1, 2, 8), (2, 1, 3), groups=2, algorithm="fft")
     assert ConvPlan((1, 4, 8), (4, 2, 3), groups=2).algorithm == "direct"  # 2 x 2 per group
     assert ConvPlan((1, 16, 8), (16, 4, 3), groups=4).algorithm == "direct"  # 4 x 4
-    assert ConvPlan((1, 16, 8), (16, 8, 3), groups=2).algorithm == "gemm"  # 8 x 8 per group
     assert ConvPlan((1, 8, 8), (8, 1, 3), groups=8).algorithm == "direct"  # depthwise
-    assert ConvPlan((1, 1, 8), (16, 1, 3)).algorithm == "gemm"  # one input, 16 outputs
-    assert ConvPlan((1, 8, 8), (8, 8, 3)).algorithm == "gemm"
-    assert ConvPlan((1, 8, 8), (8, 8, 3), algorithm="direct").algorithm == "direct"
+    assert ConvPlan((1, 16, 8), (16, 8, 3), groups=2, stride=2).algorithm == "gemm"  # 8 x 8
+    assert ConvPlan((1, 8, 8), (16, 8, 3)).algorithm == "gemm"  # 128 channel pairs
+    assert ConvPlan((1, 8, 8), (16, 8, 3), algorithm="direct").algorithm == "direct"
+
+
+def test_auto_takes_stacked_planes_for_few_channel_pairs_with_unit_strides():
+    def algorithm(input_shape, weight_shape, **params):
+        return ConvPlan(input_shape, weight_shape, **params).algorithm
+
+    # the cases straddle the limits
+    assert 8 * 8 <= fastconv.plan.STACKED_MAX_CHANNEL_PAIRS < 3 * 32
+    assert 18 * 18 / 196 <= fastconv.plan.STACKED_MAX_POSITIONS_PER_OUTPUT < 14 * 14 / 100
+    assert algorithm((1, 16, 8), (16, 8, 3), groups=2) == "direct"  # 8 x 8 per group
+    assert algorithm((1, 1, 8), (16, 1, 3)) == "direct"
+    assert algorithm((2, 1, 28, 28), (6, 1, 5, 5), padding=2) == "direct"  # LeNet's conv1
+    assert algorithm((2, 3, 9, 9), (16, 3, 3, 3), padding=1, padding_mode="reflect") == "direct"
+    assert algorithm((2, 3, 9, 9), (16, 3, 3, 3), padding=1, stride=2) == "gemm"
+    assert algorithm((2, 3, 9, 9), (32, 3, 3, 3), padding=1) == "gemm"  # 96 pairs
+    assert algorithm((2, 8, 9, 9), (8, 8, 1, 1)) == "gemm"  # a 1x1 window needs no im2col
+    assert algorithm((2, 2, 6, 6, 6), (8, 2, 3, 3, 3), padding=1) == "gemm"  # 3-d
+    # 5x5 on 14 x 14: 18 x 18 positions computed per 196 outputs (1.65), or, unpadded,
+    # 14 x 14 per 100 (1.96)
+    assert algorithm((2, 3, 14, 14), (16, 3, 5, 5), padding=2) == "direct"
+    assert algorithm((2, 3, 14, 14), (16, 3, 5, 5)) == "gemm"
 
 
 @pytest.mark.parametrize("padding_mode", ["zeros", "reflect"])

@@ -74,20 +74,30 @@ def _channel_blocks(channels, weight, window_args, itemsize) -> bool:
 STACKED_WEIGHT_MIN_WIDTH = 10
 
 
-def _stacked_planes(x, window_args) -> bool:
-    """Whether the stacked-plane kernels (see :mod:`.stacked`) take the problem: a 1-d
-    or 2-d window with unit strides, and padding within the window's extent on every
-    side (the input gradient pads by the extent minus it). ``x`` is the input or its
-    gradient."""
+def stacked_planes(input_size, window_args) -> bool:
+    """Whether the stacked-plane kernels (see :mod:`.stacked`) take a problem over the
+    3-d ``input_size`` (of the input or its gradient): a 1-d or 2-d window with unit
+    strides, and padding within the window's extent on every side (the input gradient
+    pads by the extent minus it)."""
     kernel, stride, dilation, pad_low, output_size = window_args
-    if kernel[0] != 1 or x.shape[2] != 1 or stride != (1, 1, 1):
+    if kernel[0] != 1 or input_size[0] != 1 or stride != (1, 1, 1):
         return False
     for axis in (1, 2):
         extent = (kernel[axis] - 1) * dilation[axis]
-        pad_high = output_size[axis] + extent - x.shape[2 + axis] - pad_low[axis]
+        pad_high = output_size[axis] + extent - input_size[axis] - pad_low[axis]
         if not (0 <= pad_low[axis] <= extent and 0 <= pad_high <= extent):
             return False
     return True
+
+
+def stacked_positions_per_output(window_args) -> float:
+    """Positions the stacked-plane kernels compute per output: each output row is
+    computed as wide as the padded input's rows, and each sample's outputs as many rows
+    as the padded input has (see :mod:`.stacked`)."""
+    kernel, _, dilation, _, output_size = window_args
+    computed = math.prod(o + (k - 1) * d for o, k, d in
+                         zip(output_size[1:], kernel[1:], dilation[1:]))
+    return computed / math.prod(output_size[1:])
 
 
 def _direct_work(grad_or_y, weight) -> int:
@@ -98,7 +108,7 @@ def _direct_work(grad_or_y, weight) -> int:
 def direct_forward(x, weight, window_args, y):
     """``y`` ``(N, K, D, H, W)`` = grouped convolution of ``x`` with ``weight``
     ``(K, C/G * vol)``."""
-    if _stacked_planes(x, window_args):
+    if stacked_planes(x.shape[2:], window_args):
         kernel, _, dilation, pad_low, _ = window_args
         _stacked.convolve(_direct_work(y, weight), False, x, weight, kernel, dilation,
                           pad_low[1], pad_low[2], numba.get_num_threads(), y)
@@ -111,7 +121,7 @@ def direct_forward(x, weight, window_args, y):
 
 def direct_backward_input(grad_output, weight, window_args, dx):
     """Overwrite ``dx`` ``(N, C, D, H, W)`` with the input gradient."""
-    if _stacked_planes(dx, window_args):
+    if stacked_planes(dx.shape[2:], window_args):
         # the output gradient, padded by the window's extent minus the padding
         kernel, _, dilation, pad_low, _ = window_args
         top, left = ((kernel[a] - 1) * dilation[a] - pad_low[a] for a in (1, 2))
@@ -130,7 +140,7 @@ def direct_backward_weight(grad_output, x, window_args, dw):
     """Overwrite ``dw`` ``(K, C/G * vol)`` with the weight gradient."""
     blocks = _channel_blocks(x.shape[1], dw, window_args, x.itemsize)
     narrow = window_args[4][2] < STACKED_WEIGHT_MIN_WIDTH
-    if _stacked_planes(x, window_args) and not (blocks and narrow):
+    if stacked_planes(x.shape[2:], window_args) and not (blocks and narrow):
         kernel, _, dilation, pad_low, _ = window_args
         _stacked.backward_weight(_direct_work(grad_output, dw), grad_output, x, kernel,
                                  dilation, pad_low[1], pad_low[2], numba.get_num_threads(),
