@@ -10,6 +10,7 @@ import torch
 import fastconv
 from fastconv import _config, _kernels
 from fastconv._geometry import three_d, unfold_window
+from fastconv._kernels import stacked
 
 from . import reference
 from .oracle import assert_close, assert_nonfinite_like, random, torch_conv_passes
@@ -309,6 +310,33 @@ def test_depthwise_weight_gradient_takes_channel_blocks_only_on_narrow_outputs(
     fastconv.conv_backward_weight(np.ones_like(x), x, w.shape, padding=1, groups=channels)
     assert 7 < _kernels.STACKED_WEIGHT_MIN_WIDTH <= 14  # the sizes straddle it
     assert taken == [taker]
+
+
+@pytest.mark.parametrize("width", [1, 3, 7, 8, 9, 14, 17])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_stacking_copies_rows_in_vectors_and_touches_nothing_else(width, dtype):
+    # Rows are copied in whole vectors, which reach past them: the stack's padding must
+    # come out zero, and no element of another channel's planes (another thread's) may
+    # be written; the array's last row is read exactly.
+    batch, channels, height, top, left, right = 3, 4, 3, 1, 2, 1
+    rows, row_length = height + 2 * top, left + width + right
+    rng = np.random.default_rng(width)
+    planes = random(rng, (batch, channels, 1, height, width), dtype)
+    stack = np.zeros(batch * rows * row_length + stacked.LANES, dtype)
+    for channel in (2, channels - 1):  # then the array's last plane, into the same stack
+        stacked._stack(planes, 0, batch, channel, top, left, rows, row_length, stack)
+        expected = np.zeros((batch, rows, row_length), dtype)
+        expected[:, top:top + height, left:left + width] = planes[:, channel, 0]
+        np.testing.assert_array_equal(stack[:expected.size], expected.ravel())
+        np.testing.assert_array_equal(stack[expected.size:], 0)
+
+    sums = random(rng, stack.shape, dtype)
+    target = np.full_like(planes, np.inf)
+    stacked._unstack(sums, 1, 2, 1, rows, row_length, target)
+    written = np.isfinite(target)
+    assert written[1:3, 1].all() and written.sum() == 2 * height * width
+    expected = sums[:2 * rows * row_length].reshape(2, rows, row_length)[:, :height, :width]
+    np.testing.assert_array_equal(target[1:3, 1, 0], expected)
 
 
 def test_stacked_planes_take_unit_strides_within_the_windows_extent():
