@@ -15,18 +15,19 @@ once for three products, and target channels two at a time, each pair of ``ext``
 the same loads of the buffer; the multiply-adds are fused (fastmath's ``contract``
 flag alone: rounded once, as BLAS rounds them). Each task is one group of channels and
 a group of samples: it stacks the group's source channels, then sums its target
-channels in ``ext``. Each worker thread reuses its buffers from task to task, their padding zeroed
-once. :func:`convolve` computes the forward pass and, with the filters turned, the
-input gradient; :func:`backward_weight` the weight gradient, whose sums over positions
-are reassociated so that LLVM vectorises them. Arrays are 5-d ``(N, C, 1, H, W)`` as in
-:mod:`.unfold`, the weight ``(K, C/G * kh * kw)`` as in :mod:`.direct`.
+channels in ``ext``. Each worker thread reuses its buffers from task to task, their
+padding zeroed once. :func:`convolve` computes the forward pass and, with the filters
+turned, the input gradient; :func:`backward_weight` the weight gradient, whose sums
+over positions are reassociated so that LLVM vectorises them. Arrays are 5-d
+``(N, C, 1, H, W)`` as in :mod:`.unfold`, the weight ``(K, C/G * kh * kw)`` as in
+:mod:`.direct`.
 """
 
 import numpy as np
 from numba import prange
 
 from .._config import jit
-from .vector import CHECKED, LANES, check_vector, clear_vector, copy_row
+from .vector import LANES, clear_vector, copy_row
 
 #: Samples stacked per task stay within this many bytes, a typical L1 data cache.
 L1_BYTES = 32 * 1024
@@ -74,10 +75,7 @@ def _stack(planes, first, count, channel, top, left, rows, row_length, stack):
             start = plane + y * width
             at = ((s * rows) + top + y) * row_length + left
             copy_row(source, start, stack, at, width, y < whole_rows)
-            if y < whole_rows:
-                if CHECKED:
-                    check_vector(stack, at + width)
-                clear_vector(stack, at + width)
+            clear_vector(stack, at + width)
 
 
 @jit()

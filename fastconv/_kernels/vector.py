@@ -1,12 +1,11 @@
 """Whole-vector copies, for rows too short for LLVM's vectorised loops.
 
 LLVM vectorises a copy loop in blocks of several vectors and leaves the rest to a scalar
-loop, so a row of 7 or 14 elements is copied element by element. :func:`copy_vector`
-moves :data:`LANES` elements in one unaligned vector load and store instead (LLVM IR
-through Numba's intrinsics; ``llvmlite`` comes with Numba), :func:`copy_row` copies a
-row so, and :func:`clear_vector` zeroes ``LANES`` elements in one store. The two
-intrinsics do not check bounds: callers check with :func:`check_vector` where
-``CHECKED`` (NUMBA_BOUNDSCHECK=1).
+loop, so a row of 7 or 14 elements is copied element by element. :func:`copy_row`
+copies a row :data:`LANES` elements at a time, each in one unaligned vector load and
+store (LLVM IR through Numba's intrinsics; ``llvmlite`` comes with Numba), and
+:func:`clear_vector` zeroes ``LANES`` elements in one store. The intrinsics do not
+check bounds; bounds-checked builds (NUMBA_BOUNDSCHECK=1) check each vector first.
 """
 
 import numba
@@ -18,8 +17,7 @@ from .._config import jit
 
 #: Elements a vector holds here: 32 bytes of float32, 64 of float64.
 LANES = 8
-#: Whether kernels are compiled bounds-checked.
-CHECKED = numba.config.BOUNDSCHECK
+_CHECKED = numba.config.BOUNDSCHECK
 
 
 def _vector_pointer(context, builder, array_type, array_value, index):
@@ -29,7 +27,7 @@ def _vector_pointer(context, builder, array_type, array_value, index):
 
 
 @intrinsic
-def copy_vector(typingctx, source, start, target, at):
+def _copy_vector(typingctx, source, start, target, at):
     """``target[at:at + LANES] = source[start:start + LANES]`` for flat C-contiguous
     arrays of one dtype."""
     if source.dtype != target.dtype:
@@ -46,9 +44,8 @@ def copy_vector(typingctx, source, start, target, at):
 
 
 @intrinsic
-def clear_vector(typingctx, target, at):
-    """``target[at:at + LANES] = 0`` for a flat C-contiguous array: one store, where a
-    loop of a few scalar stores may become a call to memset."""
+def _clear_vector(typingctx, target, at):
+    """``target[at:at + LANES] = 0`` for a flat C-contiguous array."""
 
     def codegen(context, builder, signature, args):
         pointer = _vector_pointer(context, builder, signature.args[0], args[0], args[1])
@@ -59,11 +56,19 @@ def clear_vector(typingctx, target, at):
 
 
 @jit(inline=True)
-def check_vector(array, at):
-    """Raise IndexError unless ``array[at:at + LANES]`` is in bounds (bounds-checked
-    builds only)."""
+def _check_vector(array, at):
+    """Raise IndexError unless ``array[at:at + LANES]`` is in bounds."""
     array[at]
     array[at + LANES - 1]
+
+
+@jit(inline=True)
+def clear_vector(target, at):
+    """``target[at:at + LANES] = 0`` in one store, where a loop of a few scalar stores
+    may become a call to memset."""
+    if _CHECKED:
+        _check_vector(target, at)
+    _clear_vector(target, at)
 
 
 @jit(inline=True)
@@ -72,10 +77,10 @@ def copy_row(source, start, target, at, width, whole):
     vectors, which copy up to ``LANES - 1`` elements more."""
     if whole:
         for x in range(0, width, LANES):
-            if CHECKED:
-                check_vector(source, start + x)
-                check_vector(target, at + x)
-            copy_vector(source, start + x, target, at + x)
+            if _CHECKED:
+                _check_vector(source, start + x)
+                _check_vector(target, at + x)
+            _copy_vector(source, start + x, target, at + x)
     else:
         for x in range(width):
             target[at + x] = source[start + x]
