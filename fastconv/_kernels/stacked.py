@@ -267,13 +267,12 @@ def backward_weight(grad_output, x, kernel, dilation, top, left, threads, dw):
             for s in range(sources):
                 _stack(x, first, count, group * sources + s, top, left, rows, row_length,
                        buffers[s])
+            length = ((count - 1) * rows + out_h) * row_length
             for j in range(targets):
                 _stack(grad_output, first, count, group * targets + j, 0, 0, rows,
                        row_length, ext)
                 for s in range(sources):
-                    _sum_products(offsets, buffers[s],
-                                  ext[:((count - 1) * rows + out_h) * row_length],
-                                  output_here,
+                    _sum_products(offsets, buffers[s], ext[:length], output_here,
                                   sums[task // groups, group * targets + j,
                                        s * volume:(s + 1) * volume])
     for k in range(dw.shape[0]):
