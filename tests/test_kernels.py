@@ -315,20 +315,19 @@ def test_depthwise_weight_gradient_takes_channel_blocks_only_on_narrow_outputs(
 @pytest.mark.parametrize("width", [1, 3, 7, 8, 9, 14, 17])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_stacking_copies_rows_in_vectors_and_touches_nothing_else(width, dtype):
-    # Rows are copied in whole vectors, which reach past them: the stack's padding must
-    # come out zero, and no element of another channel's planes (another thread's) may
-    # be written; the array's last row is read exactly.
+    # Rows are copied in masked vectors: exactly the rows' elements are written, in the
+    # stack (its padding must stay as it is) and in the planes (the next plane may be
+    # another thread's); the array's last plane is read exactly.
     batch, channels, height, top, left, right = 3, 4, 3, 1, 2, 1
     rows, row_length = height + 2 * top, left + width + right
     rng = np.random.default_rng(width)
     planes = random(rng, (batch, channels, 1, height, width), dtype)
-    stack = np.zeros(batch * rows * row_length + stacked.LANES, dtype)
+    stack = np.full(batch * rows * row_length, np.inf, dtype)
     for channel in (2, channels - 1):  # then the array's last plane, into the same stack
         stacked._stack(planes, 0, batch, channel, top, left, rows, row_length, stack)
-        expected = np.zeros((batch, rows, row_length), dtype)
+        expected = np.full((batch, rows, row_length), np.inf, dtype)
         expected[:, top:top + height, left:left + width] = planes[:, channel, 0]
-        np.testing.assert_array_equal(stack[:expected.size], expected.ravel())
-        np.testing.assert_array_equal(stack[expected.size:], 0)
+        np.testing.assert_array_equal(stack, expected.ravel())
 
     sums = random(rng, stack.shape, dtype)
     target = np.full_like(planes, np.inf)

@@ -27,7 +27,7 @@ import numpy as np
 from numba import prange
 
 from .._config import jit
-from .vector import LANES, clear_vector, copy_row
+from .vector import copy_row
 
 #: Samples stacked per task stay within this many bytes, a typical L1 data cache.
 L1_BYTES = 32 * 1024
@@ -61,38 +61,25 @@ def _offsets(kernel, dilation, row_length):
 def _stack(planes, first, count, channel, top, left, rows, row_length, stack):
     """Copy ``planes[first:first + count, channel]`` (``(N, C, 1, h, w)``) into
     ``stack``, sample ``s``'s element ``(y, x)`` at row ``s * rows + top + y``, column
-    ``left + x``. Rows go in whole vectors wherever they can be read so: the ``LANES``
-    elements after each are zeroed, then overwritten where the rows after it lie
-    (``stack`` has ``LANES`` to spare at its end)."""
+    ``left + x``; the rest of ``stack`` is left as it is."""
     height, width = planes.shape[3], planes.shape[4]
     source = planes.reshape(-1)
-    covered = -(-width // LANES) * LANES
     for s in range(count):
         plane = ((first + s) * planes.shape[1] + channel) * height * width
-        # rows that can be read whole: all but those within a vector of the array's end
-        whole_rows = min(height, max(0, (source.size - covered - plane) // width + 1))
         for y in range(height):
-            start = plane + y * width
-            at = ((s * rows) + top + y) * row_length + left
-            copy_row(source, start, stack, at, width, y < whole_rows)
-            clear_vector(stack, at + width)
+            copy_row(source, plane + y * width, stack,
+                     (s * rows + top + y) * row_length + left, width)
 
 
 @jit()
 def _unstack(stack, first, count, channel, rows, row_length, planes):
-    """The inverse of :func:`_stack` at ``top = left = 0``, into ``planes``. Rows go in
-    whole vectors where what they copy past the row stays in the plane, to be
-    overwritten by the rows after it: the next plane may be another thread's."""
+    """The inverse of :func:`_stack` at ``top = left = 0``, into ``planes``."""
     height, width = planes.shape[3], planes.shape[4]
     target = planes.reshape(-1)
-    covered = -(-width // LANES) * LANES
-    whole_rows = min(height, max(0, (height * width - covered) // width + 1))
     for s in range(count):
         plane = ((first + s) * planes.shape[1] + channel) * height * width
         for y in range(height):
-            start = (s * rows + y) * row_length
-            at = plane + y * width
-            copy_row(stack, start, target, at, width, y < whole_rows)
+            copy_row(stack, (s * rows + y) * row_length, target, plane + y * width, width)
 
 
 @jit(inline=True)
@@ -112,11 +99,10 @@ def _worker_tasks(worker, workers, tasks):
 @jit(inline=True)
 def _buffers(sources, exts, samples, rows, row_length, kernel, dilation, dtype):
     """A worker's zeroed buffers, one per source channel of a group, whose last
-    output's windows end ``(kw - 1) * dw`` past their last row, and ``exts`` ext; each
-    with ``LANES`` elements to spare for :func:`_stack`'s whole vectors."""
+    output's windows end ``(kw - 1) * dw`` past their last row, and ``exts`` ext."""
     stacked = samples * rows * row_length
-    return (np.zeros((sources, stacked + (kernel[2] - 1) * dilation[2] + LANES), dtype),
-            np.zeros((exts, stacked + LANES), dtype))
+    return (np.zeros((sources, stacked + (kernel[2] - 1) * dilation[2]), dtype),
+            np.zeros((exts, stacked), dtype))
 
 
 @jit(contract=True)
