@@ -73,6 +73,11 @@ def _compile(func, **options):
     return numba.njit(**options)(func)
 
 
+def _PRANGE_ONLY():
+    return {"prange": True, "comprehension": False, "reduction": False, "inplace_binop": False,
+            "setitem": False, "numpy": False, "stencil": False, "fusion": False}
+
+
 class Kernel:
     """A kernel compiled twice: threaded for large calls, serial for small ones.
 
@@ -85,7 +90,8 @@ class Kernel:
     def __init__(self, func):
         # Numba cannot raise from inside a parallel region, so a bounds-checked build
         # (NUMBA_BOUNDSCHECK=1) runs serially to turn bad indices into IndexError.
-        self.parallel = _compile(func, parallel=not numba.config.BOUNDSCHECK)
+        self.parallel = _compile(func, parallel=_PRANGE_ONLY() if not numba.config.BOUNDSCHECK
+                                 else False)
         self.serial = _compile(_renamed(func, "_serial"))
         self.__name__ = func.__name__
         self.__doc__ = func.__doc__
