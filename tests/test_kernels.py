@@ -205,8 +205,7 @@ def test_depthwise_channel_blocks_match_the_loops_and_the_plane_kernels(case, dt
                      reference="plane kernels")
 
 
-# Problems for the stacked-plane kernels (fastconv._kernels.stacked; the weight gradient
-# of the first goes to the channel blocks, its outputs being narrow), all on the direct
+# Problems for the stacked-plane kernels (fastconv._kernels.stacked), all on the direct
 # algorithm (at most 4 channels per group, or few channel pairs): depthwise, groups of
 # several input and output channels, one group (target channels in pairs and with one
 # left over, both ways); offsets three at a time with and without a remainder
@@ -293,22 +292,23 @@ def test_stacked_planes_carry_nan_and_inf_only_to_the_windows_they_are_in():
     assert np.isfinite(dw).any()
 
 
-@pytest.mark.parametrize(("size", "channels", "taker"), [
-    (7, 16, "channel blocks"),  # outputs narrower than STACKED_WEIGHT_MIN_WIDTH
-    (14, 16, "stacked planes"),
-    (7, 8, "stacked planes"),  # fewer channels than a block
+@pytest.mark.parametrize(("size", "stride", "taker"), [
+    (7, 1, "stacked planes"),
+    (14, 1, "stacked planes"),
+    (14, 2, "channel blocks"),
 ])
-def test_depthwise_weight_gradient_takes_channel_blocks_only_on_narrow_outputs(
-        monkeypatch, size, channels, taker):
+def test_depthwise_weight_gradient_takes_stacked_planes_with_unit_strides(
+        monkeypatch, size, stride, taker):
     taken = []
     for name, module in [("channel blocks", _kernels._depthwise),
                          ("stacked planes", _kernels._stacked)]:
         monkeypatch.setattr(module, "backward_weight",
                             lambda *args, name=name: taken.append(name))
+    channels = 16
     x = np.ones((2, channels, size, size))
     w = np.ones((channels, 1, 3, 3))
-    fastconv.conv_backward_weight(np.ones_like(x), x, w.shape, padding=1, groups=channels)
-    assert 7 < _kernels.STACKED_WEIGHT_MIN_WIDTH <= 14  # the sizes straddle it
+    dy = np.ones((2, channels, -(-size // stride), -(-size // stride)))
+    fastconv.conv_backward_weight(dy, x, w.shape, stride=stride, padding=1, groups=channels)
     assert taken == [taker]
 
 

@@ -67,13 +67,6 @@ def _channel_blocks(channels, weight, window_args, itemsize) -> bool:
     return rows * _depthwise.LANES * itemsize <= DEPTHWISE_BLOCK_BYTES
 
 
-#: Narrowest outputs whose depthwise weight gradient the stacked planes take where the
-#: channel blocks could: against them, 2 threads, 0.76 to 0.89 of the time on
-#: MobileNetV2's 14x14 layer and 0.62 to 0.76 on its 112x112 one, but 1.05 to 1.12
-#: times on its 7x7 one, where copying rows of 7 outweighs the sums.
-STACKED_WEIGHT_MIN_WIDTH = 10
-
-
 def stacked_planes(input_size, window_args) -> bool:
     """Whether the stacked-plane kernels (see :mod:`.stacked`) take a problem over the
     3-d ``input_size`` (of the input or its gradient): a 1-d or 2-d window with unit
@@ -138,15 +131,13 @@ def direct_backward_input(grad_output, weight, window_args, dx):
 
 def direct_backward_weight(grad_output, x, window_args, dw):
     """Overwrite ``dw`` ``(K, C/G * vol)`` with the weight gradient."""
-    blocks = _channel_blocks(x.shape[1], dw, window_args, x.itemsize)
-    narrow = window_args[4][2] < STACKED_WEIGHT_MIN_WIDTH
-    if stacked_planes(x.shape[2:], window_args) and not (blocks and narrow):
+    if stacked_planes(x.shape[2:], window_args):
         kernel, _, dilation, pad_low, _ = window_args
         _stacked.backward_weight(_direct_work(grad_output, dw), grad_output, x, kernel,
                                  dilation, pad_low[1], pad_low[2], numba.get_num_threads(),
                                  dw)
         return
-    if blocks:
+    if _channel_blocks(x.shape[1], dw, window_args, x.itemsize):
         _depthwise.backward_weight(_direct_work(grad_output, dw), grad_output, x,
                                    *window_args, dw)
         return
