@@ -73,7 +73,10 @@ def _compile(func, **options):
     return numba.njit(**options)(func)
 
 
-def _PRANGE_ONLY():
+def _prange_only() -> dict:
+    """Numba's parallel options with prange loops alone: its other transforms make array
+    expressions and calls such as ``np.zeros`` parallel regions of their own, each a
+    launch of the threads (a fresh dict each time: Numba empties it)."""
     return {"prange": True, "comprehension": False, "reduction": False, "inplace_binop": False,
             "setitem": False, "numpy": False, "stencil": False, "fusion": False}
 
@@ -90,8 +93,8 @@ class Kernel:
     def __init__(self, func):
         # Numba cannot raise from inside a parallel region, so a bounds-checked build
         # (NUMBA_BOUNDSCHECK=1) runs serially to turn bad indices into IndexError.
-        self.parallel = _compile(func, parallel=_PRANGE_ONLY() if not numba.config.BOUNDSCHECK
-                                 else False)
+        parallel = False if numba.config.BOUNDSCHECK else _prange_only()
+        self.parallel = _compile(func, parallel=parallel)
         self.serial = _compile(_renamed(func, "_serial"))
         self.__name__ = func.__name__
         self.__doc__ = func.__doc__

@@ -42,7 +42,7 @@ def _lanes_below(builder, count):
 def _copy_vector(typingctx, source, start, target, at, count):
     """``target[at:at + count] = source[start:start + count]`` for flat C-contiguous
     arrays of one dtype, ``count <= LANES``, in one masked load and store."""
-    if source.dtype != target.dtype:
+    if source.dtype != target.dtype or source.layout != "C" or target.layout != "C":
         return None
 
     def codegen(context, builder, signature, args):
