@@ -98,12 +98,27 @@ def _direct_work(grad_or_y, weight) -> int:
     return grad_or_y.size * weight.shape[1]
 
 
+#: Multiply-adds on stacked planes per unit of a kernel's work (see
+#: fastconv._config.Kernel): they run many to a vector, so their serial builds stay
+#: ahead longer. Measured, 2 threads, each pass serial against threaded: on 8 samples of
+#: 0.4 to 0.9 million multiply-adds (depthwise 9x9 and 14x14 planes, 1 to 6 and 3 to 16
+#: channels) serial took 0.3 to 0.6 of the time in float32 and float64 (the threaded
+#: build took at least 0.16 ms); from 1.3 to 1.8 million (depthwise 7x7 and 14x14 with
+#: 128 and 384 channels) 0.5 to 1.2; at 7 million (3 to 16 channels at 32 x 32) 0.65 to
+#: 1.28; MobileNetV2's 7x7 and 14x14 layers (3.4 and 5.4 million) ran faster threaded.
+STACKED_MULTIPLY_ADDS_PER_WORK = 16
+
+
+def _stacked_work(grad_or_y, weight) -> int:
+    return _direct_work(grad_or_y, weight) // STACKED_MULTIPLY_ADDS_PER_WORK
+
+
 def direct_forward(x, weight, window_args, y):
     """``y`` ``(N, K, D, H, W)`` = grouped convolution of ``x`` with ``weight``
     ``(K, C/G * vol)``."""
     if stacked_planes(x.shape[2:], window_args):
         kernel, _, dilation, pad_low, _ = window_args
-        _stacked.convolve(_direct_work(y, weight), False, x, weight, kernel, dilation,
+        _stacked.convolve(_stacked_work(y, weight), False, x, weight, kernel, dilation,
                           pad_low[1], pad_low[2], numba.get_num_threads(), y)
         return
     if _channel_blocks(x.shape[1], weight, window_args, x.itemsize):
@@ -118,7 +133,7 @@ def direct_backward_input(grad_output, weight, window_args, dx):
         # the output gradient, padded by the window's extent minus the padding
         kernel, _, dilation, pad_low, _ = window_args
         top, left = ((kernel[a] - 1) * dilation[a] - pad_low[a] for a in (1, 2))
-        _stacked.convolve(_direct_work(grad_output, weight), True, grad_output, weight,
+        _stacked.convolve(_stacked_work(grad_output, weight), True, grad_output, weight,
                           kernel, dilation, top, left, numba.get_num_threads(), dx)
         return
     if _channel_blocks(dx.shape[1], weight, window_args, dx.itemsize):
@@ -133,7 +148,7 @@ def direct_backward_weight(grad_output, x, window_args, dw):
     """Overwrite ``dw`` ``(K, C/G * vol)`` with the weight gradient."""
     if stacked_planes(x.shape[2:], window_args):
         kernel, _, dilation, pad_low, _ = window_args
-        _stacked.backward_weight(_direct_work(grad_output, dw), grad_output, x, kernel,
+        _stacked.backward_weight(_stacked_work(grad_output, dw), grad_output, x, kernel,
                                  dilation, pad_low[1], pad_low[2], numba.get_num_threads(),
                                  dw)
         return
