@@ -110,6 +110,8 @@ STACKED_MULTIPLY_ADDS_PER_WORK = 16
 
 
 def _stacked_work(grad_or_y, weight) -> int:
+    """A stacked-plane pass's work: its multiply-adds, in units of
+    :data:`STACKED_MULTIPLY_ADDS_PER_WORK`."""
     return _direct_work(grad_or_y, weight) // STACKED_MULTIPLY_ADDS_PER_WORK
 
 
