@@ -15,10 +15,12 @@ Environment variables read at import:
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import types
 import warnings
+from pathlib import Path
 
 import numba
 
@@ -53,10 +55,31 @@ def _renamed(func, suffix: str):
     return twin
 
 
+def _sources_tag(paths) -> str:
+    """Twelve hex digits of a digest of the files at ``paths``."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(Path(path).read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def _kernel_sources() -> list[Path]:
+    """This module, with the flags every kernel is built with, and the kernel modules."""
+    here = Path(__file__)
+    return [here, *sorted((here.parent / "_kernels").glob("*.py"))]
+
+
+# Numba takes a cached build if its function's bytecode and its own file are unchanged:
+# not if only the flags here changed, nor a function inlined from another file. Every
+# cached name carries a digest of all of them; a change compiles anew.
+_SOURCES_TAG = _sources_tag(_kernel_sources())
+
+
 def _compile(func, **options):
     """``numba.njit`` with fastconv's flags, cached on disk when a location is writable."""
     options = dict(JIT_OPTIONS, **options)
     if CACHE_ENABLED and options.get("inline") is None:
+        func = _renamed(func, "_" + _SOURCES_TAG)
         if numba.config.BOUNDSCHECK:  # never let checked code stand in for unchecked
             func = _renamed(func, "_boundschecked")
         try:

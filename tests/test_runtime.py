@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -113,6 +114,23 @@ def test_bounds_checked_builds_are_cached_apart(tmp_path, boundscheck):
     names = [p.name for p in tmp_path.rglob("*.nbi")]
     assert names
     assert all(("_boundschecked" in name) == (boundscheck == "1") for name in names), names
+    assert all(_config._SOURCES_TAG in name for name in names), names
+
+
+def test_cached_names_change_with_the_flags_and_any_kernel_source(tmp_path):
+    """Numba reuses a cached build while its own function and file are unchanged, though
+    the flags in _config or a function it inlined from another file may have changed:
+    the digest in every cached name covers all of those files."""
+    sources = _config._kernel_sources()
+    assert sources[0] == Path(_config.__file__)
+    assert {"stacked.py", "unfold.py", "vector.py"} <= {path.name for path in sources}
+    flags, kernel = tmp_path / "flags.py", tmp_path / "kernel.py"
+    flags.write_text("OPTIONS = {}\n")
+    kernel.write_text("def f(): pass\n")
+    before = _config._sources_tag([flags, kernel])
+    assert _config._sources_tag([flags, kernel]) == before
+    flags.write_text("OPTIONS = {'nogil': True}\n")
+    assert _config._sources_tag([flags, kernel]) != before
 
 
 def test_threading_layer_is_fork_safe_unless_chosen_by_the_user():
