@@ -131,15 +131,16 @@ class ConvPlan:
         :data:`STACKED_MAX_CHANNEL_PAIRS` pairs of an input and an output channel per
         group (a first layer from 1 or 3 channels, say), unless the outputs are so small
         beside the window that the direct kernels would compute more than
-        :data:`STACKED_MAX_POSITIONS_PER_OUTPUT` positions per output; ``"winograd"``
-        where it applies, with at
-        least :data:`WINOGRAD_MIN_CHANNELS` input and output channels and outputs at
-        least :data:`WINOGRAD_MIN_OUTPUT_SIDE` wide and high (by dtype), if a sample's
-        transformed tiles per thread fit the workspace limit; else ``"gemm"``. It picks
-        the weight gradient's algorithm on its own, between these two: Winograd where it
-        applies with at least :data:`WINOGRAD_WEIGHT_MIN_CHANNELS` channels and outputs
-        at least :data:`WINOGRAD_WEIGHT_MIN_OUTPUT_SIDE` wide and high (its GEMMs sum
-        over tiles, so they stay wide on small outputs), else im2col.
+        :data:`STACKED_MAX_POSITIONS_PER_OUTPUT` positions per output (in float32 with a
+        2-d window up to :data:`FLOAT32_2D_STACKED_MAX_CHANNEL_PAIRS` pairs, the weight
+        gradient then by im2col beyond :data:`STACKED_MAX_CHANNEL_PAIRS`); ``"winograd"``
+        where it applies, with at least :data:`WINOGRAD_MIN_CHANNELS` input and output
+        channels and outputs at least :data:`WINOGRAD_MIN_OUTPUT_SIDE` wide and high (by
+        dtype), if a sample's transformed tiles per thread fit the workspace limit; else
+        ``"gemm"``. It picks the weight gradient's algorithm on its own, between these
+        two: Winograd where it applies with at least :data:`WINOGRAD_WEIGHT_MIN_CHANNELS`
+        channels and outputs at least :data:`WINOGRAD_WEIGHT_MIN_OUTPUT_SIDE` wide and
+        high (its GEMMs sum over tiles, so they stay wide on small outputs), else im2col.
 
     Attributes
     ----------
@@ -229,11 +230,12 @@ class ConvPlan:
         self._kernel_spatial = three_d(kernel_window.input_size)
         self._output_spatial = three_d(window.output_size)
         self.algorithm = _choose_algorithm(algorithm, g, dtype, kernel_window)
-        self.backward_weight_algorithm = _choose_weight_algorithm(algorithm, g, dtype,
-                                                                  self.algorithm)
+        self.backward_weight_algorithm = _choose_weight_algorithm(
+            algorithm, g, kernel_window, dtype, self.algorithm)
+        all_direct = self.algorithm == self.backward_weight_algorithm == "direct"
         # A 1x1 window that visits every input position once needs no im2col, and the
         # direct kernels need none at all.
-        self._needs_columns = self.algorithm != "direct" and (
+        self._needs_columns = not all_direct and (
             window.kernel_volume > 1 or any(s > 1 for s in window.stride)
             or window.is_padded or window.input_size != window.output_size)
         itemsize = dtype.itemsize
@@ -245,7 +247,7 @@ class ConvPlan:
         # are as large as the limit allows: each switch between a Numba kernel and a
         # threaded GEMM costs more (BLAS threads spin on after their GEMM) than cache
         # misses do. Split among worker threads (see _pieces), they are cache-sized. The
-        # direct kernels need no columns: one tile.
+        # direct kernels need no columns: one tile, whatever the other passes take.
         padded = 4 * g.in_channels * math.prod(kernel_window.input_size) * itemsize \
             if self._explicit_padding else 0
         self._kernel_window = kernel_window
@@ -261,7 +263,8 @@ class ConvPlan:
         self._weight_gradient_transposed = (
             dtype == np.float32 and g.col_rows > g.out_channels
             and g.out_channels // g.groups <= WEIGHT_GRADIENT_TRANSPOSED_MAX_OUT)
-        if self.algorithm != "direct":
+        self._direct_tiles = plan_tiles(range(g.batch), kernel_window, 0, 0, sys.maxsize)
+        if not all_direct:
             self._per_column = (g.col_rows + g.out_channels) * itemsize
             self._per_sample = padded
             # backward_weight sums tiles through a weight-sized partial product
@@ -273,7 +276,7 @@ class ConvPlan:
             if "winograd" in (self.algorithm, self.backward_weight_algorithm):
                 self._setup_winograd(requested_auto=algorithm == "auto")
         else:
-            self._tiles = plan_tiles(range(g.batch), kernel_window, 0, 0, sys.maxsize)
+            self._tiles = self._direct_tiles
             self._worker_budget = 0
             self.workspace_nbytes = 0
 
@@ -746,7 +749,7 @@ class ConvPlan:
 
     def _direct_forward(self, x, weight) -> np.ndarray:
         y = np.empty(self.output_shape, self.dtype)
-        for tile in self._tiles:
+        for tile in self._direct_tiles:
             _kernels.direct_forward(self._kernel_input(x, tile), self._flat(weight),
                                     tile.window_args, self._five_d_view(y))
         return y
@@ -754,7 +757,7 @@ class ConvPlan:
     def _direct_backward_input(self, grad_output, weight) -> np.ndarray:
         g = self.geometry
         dx = np.empty((g.batch, g.in_channels, *self._kernel_input_size), self.dtype)
-        for tile in self._tiles:
+        for tile in self._direct_tiles:
             _kernels.direct_backward_input(
                 self._five_d_view(np.ascontiguousarray(grad_output)), self._flat(weight),
                 tile.window_args, dx.reshape(*dx.shape[:2], *self._kernel_spatial))
@@ -765,7 +768,7 @@ class ConvPlan:
     def _direct_backward_weight(self, grad_output, x) -> np.ndarray:
         g = self.geometry
         dw = np.zeros((g.out_channels, g.col_rows // g.groups), self.dtype)
-        for tile in self._tiles:
+        for tile in self._direct_tiles:
             _kernels.direct_backward_weight(
                 self._five_d_view(np.ascontiguousarray(grad_output)),
                 self._kernel_input(x, tile), tile.window_args, dw)
@@ -801,6 +804,19 @@ DIRECT_MAX_GROUP_CHANNELS = 4
 #: 64 1.39 / 1.23. 1x1 windows, which need no im2col, are left to the GEMMs (3.2 to 3.8
 #: times as long on stacked planes).
 STACKED_MAX_CHANNEL_PAIRS = 64
+#: In float32, with a 2-d window, "auto" takes the stacked planes for the forward pass
+#: and the input gradient up to this many pairs, and the GEMM path for the weight
+#: gradient beyond STACKED_MAX_CHANNEL_PAIRS (on 16 to 16 channels the stacked weight
+#: gradient took 1.12 to 1.51 times the GEMMs' time). Forward pass and input gradient, 2 threads,
+#: against the path "auto" took before (Winograd or im2col), one process interleaved,
+#: 32 samples: 16 to 16 channels, 3x3, on 32 x 32 0.84 of the time (0.63 and 0.80 for
+#: the two passes in another process), on 16 x 16 0.51 and 0.64, on 8 x 8 0.62, on
+#: 56 x 56 (8 samples) 0.92; 5x5 0.65, 7x7 on 64 x 64 (8 samples) 0.69; 3 to 64 0.90, 4
+#: to 64 0.96, 8 to 32 0.82, 12 to 20 0.79, 6 to 16 with 5x5 0.51, 8 to 16 dilated 0.49.
+#: With more pairs it varied (16 to 32 1.01, 32 to 16 0.80, 8 to 64 1.08, 24 to 24 0.98);
+#: on 1-d windows, where im2col copies long rows, 8 to 16 took 0.89 and 16 to 16 (5
+#: taps) 1.20; in float64 0.67 to 1.16 (16 to 16 on 16 x 16 1.16, 4 to 64 1.10).
+FLOAT32_2D_STACKED_MAX_CHANNEL_PAIRS = 256
 #: ... unless they would compute more positions than this per output (see
 #: fastconv._kernels.stacked_positions_per_output): 3 to 16 channels, 5x5 on 14 x 14
 #: unpadded (1.96 per output), took 1.18 / 1.32 times as long as the GEMMs; 4 to 8 with
@@ -865,34 +881,41 @@ def _choose_algorithm(requested, geometry: ConvGeometry, dtype: np.dtype,
             f"padding {tuple(zip(w.pad_low, w.pad_high))}, padding_mode {g.padding_mode!r}")
     if requested != "auto":
         return requested
-    widest = max(g.in_channels, g.out_channels) // g.groups
-    if widest <= DIRECT_MAX_GROUP_CHANNELS or _stacked_planes_pay(g, kernel_window):
+    max_pairs = (FLOAT32_2D_STACKED_MAX_CHANNEL_PAIRS
+                 if dtype == np.float32 and g.rank == 2 else STACKED_MAX_CHANNEL_PAIRS)
+    if _direct_pays(g, kernel_window, max_pairs):
         return "direct"
     if _winograd_pays(g, WINOGRAD_MIN_CHANNELS, WINOGRAD_MIN_OUTPUT_SIDE[dtype.name]):
         return "winograd"
     return "gemm"
 
 
-def _stacked_planes_pay(geometry: ConvGeometry, kernel_window: Window) -> bool:
-    """Whether "auto" takes the direct kernels for a group of several channels: see
-    :data:`STACKED_MAX_CHANNEL_PAIRS`."""
+def _direct_pays(geometry: ConvGeometry, kernel_window: Window, max_pairs: int) -> bool:
+    """Whether "auto" takes the direct kernels: for groups of at most
+    :data:`DIRECT_MAX_GROUP_CHANNELS` channels, or on stacked planes for groups of at
+    most ``max_pairs`` input-output channel pairs (see :data:`STACKED_MAX_CHANNEL_PAIRS`)."""
     g = geometry
     window_args = kernel_window.kernel_args()
+    if max(g.in_channels, g.out_channels) // g.groups <= DIRECT_MAX_GROUP_CHANNELS:
+        return True
     return (kernel_window.kernel_volume > 1
-            and (g.in_channels // g.groups) * (g.out_channels // g.groups)
-            <= STACKED_MAX_CHANNEL_PAIRS
+            and (g.in_channels // g.groups) * (g.out_channels // g.groups) <= max_pairs
             and _kernels.stacked_planes(three_d(kernel_window.input_size), window_args)
             and _kernels.stacked_positions_per_output(window_args)
             <= STACKED_MAX_POSITIONS_PER_OUTPUT)
 
 
-def _choose_weight_algorithm(requested, geometry: ConvGeometry, dtype: np.dtype,
-                             chosen: str) -> str:
-    """The weight gradient's algorithm: ``chosen`` unless "auto" was requested; then
-    Winograd or im2col by :data:`WINOGRAD_WEIGHT_MIN_CHANNELS` and
-    :data:`WINOGRAD_WEIGHT_MIN_OUTPUT_SIDE` where ``chosen`` is one of them."""
-    if requested != "auto" or chosen == "direct":
+def _choose_weight_algorithm(requested, geometry: ConvGeometry, kernel_window: Window,
+                             dtype: np.dtype, chosen: str) -> str:
+    """The weight gradient's algorithm: ``chosen`` unless "auto" was requested; then,
+    where ``chosen`` is "direct", the direct kernels up to :data:`STACKED_MAX_CHANNEL_PAIRS`
+    and im2col beyond; elsewhere Winograd or im2col by
+    :data:`WINOGRAD_WEIGHT_MIN_CHANNELS` and :data:`WINOGRAD_WEIGHT_MIN_OUTPUT_SIDE`."""
+    if requested != "auto":
         return chosen
+    if chosen == "direct":
+        return ("direct" if _direct_pays(geometry, kernel_window, STACKED_MAX_CHANNEL_PAIRS)
+                else "gemm")
     if _winograd_pays(geometry, WINOGRAD_WEIGHT_MIN_CHANNELS[dtype.name],
                       WINOGRAD_WEIGHT_MIN_OUTPUT_SIDE):
         return "winograd"

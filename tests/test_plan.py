@@ -321,6 +321,54 @@ def test_auto_takes_stacked_planes_for_few_channel_pairs_with_unit_strides():
     assert algorithm((2, 3, 14, 14), (16, 3, 5, 5)) == "gemm"
 
 
+def test_auto_takes_stacked_planes_for_float32_passes_with_more_channel_pairs():
+    """In float32, 2-d windows of up to FLOAT32_2D_STACKED_MAX_CHANNEL_PAIRS channel pairs
+    run the forward pass and the input gradient on stacked planes and, beyond
+    STACKED_MAX_CHANNEL_PAIRS, the weight gradient by im2col."""
+    def algorithms(input_shape, weight_shape, dtype=np.float32):
+        plan = ConvPlan(input_shape, weight_shape, padding=1, dtype=dtype)
+        return plan.algorithm, plan.backward_weight_algorithm
+
+    assert fastconv.plan.STACKED_MAX_CHANNEL_PAIRS < 16 * 16
+    assert 16 * 16 <= fastconv.plan.FLOAT32_2D_STACKED_MAX_CHANNEL_PAIRS < 16 * 32
+    assert algorithms((2, 16, 32, 32), (16, 16, 3, 3)) == ("direct", "gemm")
+    assert algorithms((2, 3, 32, 32), (64, 3, 3, 3)) == ("direct", "gemm")
+    assert algorithms((2, 8, 32, 32), (8, 8, 3, 3)) == ("direct", "direct")
+    assert algorithms((2, 16, 32, 32), (32, 16, 3, 3)) == ("winograd", "gemm")
+    assert algorithms((2, 16, 32, 32), (16, 16, 3, 3), np.float64) == ("winograd", "winograd")
+    assert algorithms((2, 16, 400), (16, 16, 3)) == ("gemm", "gemm")  # 1-d
+
+
+@pytest.mark.parametrize("workspace_limit", [None, 64 * 2**10], ids=["one tile", "tiles"])
+def test_stacked_passes_beside_an_im2col_weight_gradient(workspace_limit):
+    """The direct passes take the whole batch while the weight gradient's GEMMs go tile
+    by tile; all three against torch and the loops."""
+    input_shape, weight_shape = (3, 16, 10, 9), (16, 16, 3, 3)
+    plan = ConvPlan(input_shape, weight_shape, padding=1, dtype=np.float32,
+                    workspace_limit=workspace_limit)
+    assert (plan.algorithm, plan.backward_weight_algorithm) == ("direct", "gemm")
+    assert (len(plan._tiles) > 1) == (workspace_limit is not None)
+    rng = np.random.default_rng(3)
+    x, w = random(rng, input_shape, np.float32), random(rng, weight_shape, np.float32)
+    dy = random(rng, plan.output_shape, np.float32)
+    window = {"stride": (1, 1), "pad_low": (1, 1), "dilation": (1, 1)}
+    loops = [reference.conv(x, w, pad_high=(1, 1), **window),
+             reference.conv_backward_input(dy, w, input_shape, **window),
+             reference.conv_backward_weight(dy, x, weight_shape, **window)]
+    magnitudes = [reference.conv(abs(x), abs(w), pad_high=(1, 1), **window),
+                  reference.conv_backward_input(abs(dy), abs(w), input_shape, **window),
+                  reference.conv_backward_weight(abs(dy), abs(x), weight_shape, **window)]
+    torch_y, torch_dx, torch_dw, _ = torch_conv_passes(x, w, None, dy, padding=1)
+    terms = [16 * 9, 16 * 9, 3 * 10 * 9]
+    got = [plan.forward(x, w), plan.backward_input(dy, w), plan.backward_weight(dy, x)]
+    for name, value, loop, oracle, magnitude, n in zip(
+            ["forward", "backward_input", "backward_weight"], got, loops,
+            [torch_y, torch_dx, torch_dw], magnitudes, terms):
+        assert_close(value, loop.astype(np.float32), magnitude, n, label=f"stacked {name}",
+                     reference="loops")
+        assert_close(value, oracle, magnitude, n, label=f"stacked {name}")
+
+
 @pytest.mark.parametrize("padding_mode", ["zeros", "reflect"])
 @pytest.mark.parametrize("pass_name", ["forward", "backward_input", "backward_weight"])
 @pytest.mark.parametrize(("input_shape", "limit"), [
@@ -340,7 +388,7 @@ def test_a_pass_allocates_at_most_its_workspace_besides_its_result(input_shape, 
 @pytest.mark.parametrize("pass_name", ["forward", "backward_input", "backward_weight"])
 def test_a_winograd_pass_allocates_at_most_its_workspace_besides_its_result(pass_name):
     plan = ConvPlan((6, 16, 32, 30), (16, 16, 3, 3), padding=1, dtype=np.float32,
-                    workspace_limit=2 * 2**20)
+                    workspace_limit=2 * 2**20, algorithm="winograd")
     assert plan.algorithm == "winograd"
     assert plan.workspace_nbytes <= plan.workspace_limit
     assert plan._winograd_samples < 3  # each thread's samples in more than one chunk
@@ -521,10 +569,10 @@ def test_winograd_algorithm_argument():
     assert _algorithms(wide, (16, 16, 3, 3), padding=1, algorithm="gemm") == ("gemm", "gemm")
     assert _algorithms((1, 8, 28, 30), (16, 8, 3, 3), padding=1) == ("gemm", "gemm")  # 8 inputs
     # float32: the forward pass and input gradient down to 28 rows, the weight gradient
-    # from 128 channels on
-    assert _algorithms(wide, (16, 16, 3, 3), padding=1,
+    # from 128 channels on (16 to 16 channels take the stacked planes)
+    assert _algorithms(wide, (32, 16, 3, 3), padding=1,
                        dtype=np.float32) == ("winograd", "gemm")
-    assert _algorithms((1, 16, 27, 30), (16, 16, 3, 3), padding=1,
+    assert _algorithms((1, 16, 27, 30), (32, 16, 3, 3), padding=1,
                        dtype=np.float32) == ("gemm", "gemm")
     assert _algorithms((1, 128, 12, 12), (128, 128, 3, 3), padding=1,
                        dtype=np.float32) == ("gemm", "winograd")
