@@ -231,7 +231,7 @@ class ConvPlan:
         self._output_spatial = three_d(window.output_size)
         self.algorithm = _choose_algorithm(algorithm, g, dtype, kernel_window)
         self.backward_weight_algorithm = _choose_weight_algorithm(
-            algorithm, g, kernel_window, dtype, self.algorithm)
+            algorithm, g, dtype, kernel_window, self.algorithm)
         all_direct = self.algorithm == self.backward_weight_algorithm == "direct"
         # A 1x1 window that visits every input position once needs no im2col, and the
         # direct kernels need none at all.
@@ -807,15 +807,16 @@ STACKED_MAX_CHANNEL_PAIRS = 64
 #: In float32, with a 2-d window, "auto" takes the stacked planes for the forward pass
 #: and the input gradient up to this many pairs, and the GEMM path for the weight
 #: gradient beyond STACKED_MAX_CHANNEL_PAIRS (on 16 to 16 channels the stacked weight
-#: gradient took 1.12 to 1.51 times the GEMMs' time). Forward pass and input gradient, 2 threads,
-#: against the path "auto" took before (Winograd or im2col), one process interleaved,
-#: 32 samples: 16 to 16 channels, 3x3, on 32 x 32 0.84 of the time (0.63 and 0.80 for
-#: the two passes in another process), on 16 x 16 0.51 and 0.64, on 8 x 8 0.62, on
-#: 56 x 56 (8 samples) 0.92; 5x5 0.65, 7x7 on 64 x 64 (8 samples) 0.69; 3 to 64 0.90, 4
-#: to 64 0.96, 8 to 32 0.82, 12 to 20 0.79, 6 to 16 with 5x5 0.51, 8 to 16 dilated 0.49.
-#: With more pairs it varied (16 to 32 1.01, 32 to 16 0.80, 8 to 64 1.08, 24 to 24 0.98);
-#: on 1-d windows, where im2col copies long rows, 8 to 16 took 0.89 and 16 to 16 (5
-#: taps) 1.20; in float64 0.67 to 1.16 (16 to 16 on 16 x 16 1.16, 4 to 64 1.10).
+#: gradient took 1.12 to 1.51 times the GEMMs' time). Forward pass and input gradient, 2
+#: threads, against the path "auto" took before (Winograd or im2col), one process
+#: interleaved, 32 samples: 16 to 16 channels, 3x3, on 32 x 32 0.84 of the time (0.63
+#: and 0.80 for the two passes in another process), on 16 x 16 0.51 and 0.64, on 8 x 8
+#: 0.62, on 56 x 56 (8 samples) 0.92; 5x5 0.65, 7x7 on 64 x 64 (8 samples) 0.69; 3 to 64
+#: 0.90, 4 to 64 0.96, 8 to 32 0.82, 12 to 20 0.79, 6 to 16 with 5x5 0.51, 8 to 16
+#: dilated 0.49. With more pairs it varied (16 to 32 1.01, 32 to 16 0.80, 8 to 64 1.08,
+#: 24 to 24 0.98); on 1-d windows, where im2col copies long rows, 8 to 16 took 0.89 and
+#: 16 to 16 (5 taps) 1.20; in float64 0.67 to 1.16 (16 to 16 on 16 x 16 1.16, 4 to 64
+#: 1.10).
 FLOAT32_2D_STACKED_MAX_CHANNEL_PAIRS = 256
 #: ... unless they would compute more positions than this per output (see
 #: fastconv._kernels.stacked_positions_per_output): 3 to 16 channels, 5x5 on 14 x 14
@@ -895,9 +896,9 @@ def _direct_pays(geometry: ConvGeometry, kernel_window: Window, max_pairs: int) 
     :data:`DIRECT_MAX_GROUP_CHANNELS` channels, or on stacked planes for groups of at
     most ``max_pairs`` input-output channel pairs (see :data:`STACKED_MAX_CHANNEL_PAIRS`)."""
     g = geometry
-    window_args = kernel_window.kernel_args()
     if max(g.in_channels, g.out_channels) // g.groups <= DIRECT_MAX_GROUP_CHANNELS:
         return True
+    window_args = kernel_window.kernel_args()
     return (kernel_window.kernel_volume > 1
             and (g.in_channels // g.groups) * (g.out_channels // g.groups) <= max_pairs
             and _kernels.stacked_planes(three_d(kernel_window.input_size), window_args)
@@ -905,8 +906,8 @@ def _direct_pays(geometry: ConvGeometry, kernel_window: Window, max_pairs: int) 
             <= STACKED_MAX_POSITIONS_PER_OUTPUT)
 
 
-def _choose_weight_algorithm(requested, geometry: ConvGeometry, kernel_window: Window,
-                             dtype: np.dtype, chosen: str) -> str:
+def _choose_weight_algorithm(requested, geometry: ConvGeometry, dtype: np.dtype,
+                             kernel_window: Window, chosen: str) -> str:
     """The weight gradient's algorithm: ``chosen`` unless "auto" was requested; then,
     where ``chosen`` is "direct", the direct kernels up to :data:`STACKED_MAX_CHANNEL_PAIRS`
     and im2col beyond; elsewhere Winograd or im2col by
