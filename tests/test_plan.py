@@ -406,6 +406,23 @@ def test_winograd_counts_the_input_gradients_tiles_where_they_are_more():
                  workspace_limit=limit, algorithm="winograd")
 
 
+def test_a_1x1_forward_pass_allocates_only_its_result():
+    """Its GEMMs write straight into the output: no buffer besides it (an unused
+    output-sized one had cost the pass fresh pages for the output)."""
+    plan = ConvPlan((4, 24, 14, 14), (96, 24, 1, 1), dtype=np.float32)
+    assert not plan._needs_columns
+    rng = np.random.default_rng(5)
+    x, w = random(rng, plan.input_shape, np.float32), random(rng, plan.weight_shape, np.float32)
+    plan.forward(x, w)  # compile first
+    tracemalloc.start()
+    try:
+        y = plan.forward(x, w)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak <= y.nbytes + 64 * 2**10  # numpy's small temporaries and views
+
+
 def _assert_pass_within_workspace(plan, pass_name):
     rng = np.random.default_rng(3)
     x, w = random(rng, plan.input_shape, np.float32), random(rng, plan.weight_shape, np.float32)
