@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numba
 import numpy as np
 import pytest
@@ -114,7 +116,9 @@ def test_threaded_and_serial_builds_agree(monkeypatch, dtype):
              ((5, 20, 6, 7), (20, 1, 3, 3), {"padding": 1, "groups": 20, "stride": 2}),
              ((2, 4, 5, 40), (8, 1, 3, 3), {"padding": 1, "groups": 4}),
              ((3, 4, 17), (8, 1, 3), {"padding": 1, "groups": 4}),
-             ((3, 20, 9, 7), (20, 1, 3, 3), {"padding": 1, "groups": 20})]
+             ((3, 20, 9, 7), (20, 1, 3, 3), {"padding": 1, "groups": 20}),
+             # 3x3 depthwise on wide planes: forward pass and input gradient by rows
+             ((2, 4, 3, 66), (4, 1, 3, 3), {"padding": 1, "groups": 4})]
 
     def passes():
         results = []
@@ -290,6 +294,115 @@ def test_stacked_planes_carry_nan_and_inf_only_to_the_windows_they_are_in():
     dw = fastconv.conv_backward_weight(dy, x, w.shape, **params)
     assert_nonfinite_like(dw, torch_conv_passes(x, w, None, dy, **params)[2], 1e-12)
     assert np.isfinite(dw).any()
+
+
+# Problems for the 3x3 depthwise kernels (fastconv._kernels.window3), taken here on any
+# width: rows as long as the input's ("same": the rows inside the input one run, with
+# and without dilation), shorter ones (no padding; padding on one axis only), strides
+# (the forward pass only: the input gradient is not a convolution then), padding past
+# the window's extent (the input gradient goes elsewhere), one input row (every window
+# row but one in the padding), and planes wide enough for "auto" to take them.
+WINDOW3_CASES = [
+    ((2, 3, 7, 9), {"padding": 1}),
+    ((2, 3, 8, 11), {"padding": 2, "dilation": 2}),
+    ((2, 3, 7, 9), {}),
+    ((2, 3, 6, 10), {"padding": (0, 1)}),
+    ((2, 3, 9, 12), {"padding": 1, "stride": 2}),
+    ((2, 3, 10, 13), {"stride": (2, 3), "dilation": (1, 2)}),
+    ((1, 2, 5, 6), {"padding": 3}),
+    ((2, 2, 1, 20), {"padding": 1}),
+    ((2, 4, 5, 70), {"padding": 1}),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", range(len(WINDOW3_CASES)))
+def test_3x3_depthwise_rows_match_torch_the_loops_and_the_other_kernels(case, dtype,
+                                                                         monkeypatch):
+    input_shape, params = WINDOW3_CASES[case]
+    channels = input_shape[1]
+    weight_shape = (channels, 1, 3, 3)
+    params = {**params, "groups": channels}
+    window = unfold_window(input_shape[2:], 3, **{k: v for k, v in params.items()
+                                                  if k != "groups"})
+    rng = np.random.default_rng(case)
+    x = random(rng, input_shape, dtype)
+    w = random(rng, weight_shape, dtype)
+    dy = random(rng, (input_shape[0], channels, *window.output_size), dtype)
+
+    def passes():
+        return [fastconv.conv(x, w, **params),
+                fastconv.conv_backward_input(dy, w, x.shape, **params)]
+
+    taken = []
+    convolve = _kernels._window3.convolve
+    monkeypatch.setattr(_kernels._window3, "convolve",
+                        lambda *args: taken.append(args[1]) or convolve(*args))
+    if input_shape[-1] < 64:
+        monkeypatch.setattr(_kernels, "WINDOW3_MIN_WIDTH", 1)
+    rows = passes()
+    # the input gradient comes by rows where it is the convolution with turned filters
+    turned = _kernels.stacked_planes(three_d(input_shape[2:]), window.kernel_args())
+    assert taken == ([False, True] if turned else [False])
+    monkeypatch.setattr(_kernels, "WINDOW3_MIN_WIDTH", sys.maxsize)
+    others = passes()
+    expected, magnitudes = _loop_passes(x, w, dy, window, channels)
+    torch_passes = torch_conv_passes(x, w, None, dy, **params)
+    # an output sums a filter's nine weights; an input-gradient element one product per
+    # kernel offset
+    for name, got, other, want, magnitude, oracle in zip(
+            ["forward", "backward_input"], rows, others, expected, magnitudes,
+            torch_passes):
+        label = f"3x3 rows {name} {case} {np.dtype(dtype)}"
+        assert_close(got, want.astype(dtype), magnitude, 9, label=label, reference="loops")
+        assert_close(got, oracle, magnitude, 9, label=label)
+        assert_close(got, other, magnitude, 9, label=label, reference="other kernels")
+
+
+def test_3x3_depthwise_rows_carry_nan_and_inf_only_to_the_windows_they_are_in(monkeypatch):
+    # Rows as long as the input's are one run, whose outputs at the rows' ends read the
+    # neighbouring row (summed again one at a time): holes at the rows' ends, in a
+    # plane with rows of zeros for the padding above and below.
+    monkeypatch.setattr(_kernels, "WINDOW3_MIN_WIDTH", 1)
+    x = random(np.random.default_rng(0), (2, 3, 6, 7))
+    x[0, 0, 0, 6] = np.inf
+    x[0, 1, 3, 0] = np.nan
+    x[1, 2, 5, 6] = -np.inf
+    w = random(np.random.default_rng(1), (3, 1, 3, 3))
+    params = {"padding": 1, "groups": 3}
+    y = fastconv.conv(x, w, **params)
+    dx = fastconv.conv_backward_input(x, w, x.shape, **params)
+    expected_y, expected_dx = torch_conv_passes(x, w, None, x, **params)[:2]
+    assert_nonfinite_like(y, expected_y, 1e-12)
+    assert_nonfinite_like(dx, expected_dx, 1e-12)
+
+
+def test_3x3_depthwise_rows_take_wide_3x3_planes_and_not_the_weight_gradient(monkeypatch):
+    def takes(width, kernel=3, out_channels=4, depth=None, **params):
+        size = (5, width) if depth is None else (depth, 5, width)
+        window = unfold_window(size, kernel, **params)
+        weight = np.empty((out_channels, kernel ** len(size)))
+        return _kernels._three_by_three((2, 4, *three_d(size)), weight, window.kernel_args())
+
+    wide = _kernels.WINDOW3_MIN_WIDTH
+    assert takes(wide, padding=1)
+    assert takes(2 * wide + 1, padding=1, stride=2)
+    assert not takes(wide - 1, padding=1)  # the stacked planes
+    assert not takes(wide, kernel=5, padding=2)
+    assert not takes(wide, out_channels=8, padding=1)  # two outputs per channel
+    assert not takes(wide, depth=3, padding=1)  # 3-d
+
+    taken = []
+    monkeypatch.setattr(_kernels._window3, "convolve", lambda *args: taken.append("rows"))
+    monkeypatch.setattr(_kernels._stacked, "convolve", lambda *args: taken.append("stacked"))
+    monkeypatch.setattr(_kernels._stacked, "backward_weight",
+                        lambda *args: taken.append("stacked weight gradient"))
+    x = np.ones((2, 4, 5, wide))
+    w = np.ones((4, 1, 3, 3))
+    fastconv.conv(x, w, padding=1, groups=4)
+    fastconv.conv_backward_input(x, w, x.shape, padding=1, groups=4)
+    fastconv.conv_backward_weight(x, x, w.shape, padding=1, groups=4)
+    assert taken == ["rows", "rows", "stacked weight gradient"]
 
 
 @pytest.mark.parametrize(("size", "stride", "taker"), [
