@@ -300,8 +300,9 @@ def test_stacked_planes_carry_nan_and_inf_only_to_the_windows_they_are_in():
 # width: rows as long as the input's ("same": the rows inside the input one run, with
 # and without dilation), shorter ones (no padding; padding on one axis only), strides
 # (the forward pass only: the input gradient is not a convolution then), padding past
-# the window's extent (the input gradient goes elsewhere), one input row (every window
-# row but one in the padding), and planes wide enough for "auto" to take them.
+# the window's extent (the input gradient goes elsewhere; with a stride, no window
+# inside the input at all), one input row (every window row but one in the padding),
+# and planes wide enough for "auto" to take them.
 WINDOW3_CASES = [
     ((2, 3, 7, 9), {"padding": 1}),
     ((2, 3, 8, 11), {"padding": 2, "dilation": 2}),
@@ -310,6 +311,7 @@ WINDOW3_CASES = [
     ((2, 3, 9, 12), {"padding": 1, "stride": 2}),
     ((2, 3, 10, 13), {"stride": (2, 3), "dilation": (1, 2)}),
     ((1, 2, 5, 6), {"padding": 3}),
+    ((1, 2, 3, 2), {"padding": 4, "stride": 3}),
     ((2, 2, 1, 20), {"padding": 1}),
     ((2, 4, 5, 70), {"padding": 1}),
 ]

@@ -30,8 +30,9 @@ TAPS = 3
 
 @jit(inline=True)
 def _inside(outputs, inputs, stride, dilation, pad_low):
-    """The outputs ``[first, last)`` along an axis whose windows lie in the input."""
-    first = -(-pad_low // stride)
+    """The outputs ``[first, last)`` along an axis whose windows lie in the input;
+    ``first <= outputs``."""
+    first = min(outputs, -(-pad_low // stride))
     reach = inputs - 1 + pad_low - (TAPS - 1) * dilation
     last = min(outputs, reach // stride + 1) if reach >= 0 else 0
     return first, max(first, last)
