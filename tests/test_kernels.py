@@ -273,9 +273,16 @@ def test_stacked_planes_match_torch_the_loops_and_the_plane_kernels(case, dtype,
         assert_close(got, plane, magnitude, n, label=label, reference="plane kernels")
 
 
-def test_stacked_planes_carry_nan_and_inf_only_to_the_windows_they_are_in():
-    # Border elements are where the stacked layout puts a row's neighbours side by side:
-    # the dropped outputs between them read both, the kept ones must not.
+@pytest.mark.parametrize("rows_from_width", [sys.maxsize, 1],
+                         ids=["stacked planes", "3x3 rows"])
+def test_direct_kernels_carry_nan_and_inf_only_to_the_windows_they_are_in(
+        monkeypatch, rows_from_width):
+    # Border elements are where the stacked layout puts a row's neighbours side by side
+    # (the dropped outputs between them read both), and where the 3x3 rows' run over
+    # whole rows reads the neighbouring row (those outputs are summed again): the kept
+    # ones must not. The forward pass and input gradient go by 3x3 rows when they take
+    # rows of this width, the weight gradient always on stacked planes.
+    monkeypatch.setattr(_kernels, "WINDOW3_MIN_WIDTH", rows_from_width)
     x = random(np.random.default_rng(0), (2, 3, 6, 7))
     w = random(np.random.default_rng(1), (3, 1, 3, 3))
     x[0, 0, 0, 6] = np.inf
@@ -359,24 +366,6 @@ def test_3x3_depthwise_rows_match_torch_the_loops_and_the_other_kernels(case, dt
         assert_close(got, want.astype(dtype), magnitude, 9, label=label, reference="loops")
         assert_close(got, oracle, magnitude, 9, label=label)
         assert_close(got, other, magnitude, 9, label=label, reference="other kernels")
-
-
-def test_3x3_depthwise_rows_carry_nan_and_inf_only_to_the_windows_they_are_in(monkeypatch):
-    # Rows as long as the input's are one run, whose outputs at the rows' ends read the
-    # neighbouring row (summed again one at a time): holes at the rows' ends, in a
-    # plane with rows of zeros for the padding above and below.
-    monkeypatch.setattr(_kernels, "WINDOW3_MIN_WIDTH", 1)
-    x = random(np.random.default_rng(0), (2, 3, 6, 7))
-    x[0, 0, 0, 6] = np.inf
-    x[0, 1, 3, 0] = np.nan
-    x[1, 2, 5, 6] = -np.inf
-    w = random(np.random.default_rng(1), (3, 1, 3, 3))
-    params = {"padding": 1, "groups": 3}
-    y = fastconv.conv(x, w, **params)
-    dx = fastconv.conv_backward_input(x, w, x.shape, **params)
-    expected_y, expected_dx = torch_conv_passes(x, w, None, x, **params)[:2]
-    assert_nonfinite_like(y, expected_y, 1e-12)
-    assert_nonfinite_like(dx, expected_dx, 1e-12)
 
 
 def test_3x3_depthwise_rows_take_wide_3x3_planes_and_not_the_weight_gradient(monkeypatch):
