@@ -9,8 +9,8 @@ window row that falls in the padding reads a row of zeros instead; the outputs w
 windows reach into the padding at the start or end of a row are summed one at a time.
 With unit strides and output rows as long as the input's, the rows whose windows lie
 in the input are one run. Any stride, dilation and padding; planes are tasks, split
-into contiguous ranges among the threads. On short rows the stacked planes are faster
-(see ``WINDOW3_MIN_WIDTH`` in :mod:`fastconv._kernels`).
+into contiguous ranges among the threads as on the stacked planes. On short rows the
+stacked planes are faster (see ``WINDOW3_MIN_WIDTH`` in :mod:`fastconv._kernels`).
 
 :func:`convolve` computes the forward pass and, with the filters turned by 180 degrees
 and unit strides, the input gradient. Arrays are 5-d ``(N, C, 1, H, W)`` as in
@@ -23,6 +23,7 @@ import numpy as np
 from numba import prange
 
 from .._config import jit
+from .stacked import _worker_tasks
 
 #: Kernel rows and columns.
 TAPS = 3
@@ -36,12 +37,6 @@ def _inside(outputs, inputs, stride, dilation, pad_low):
     reach = inputs - 1 + pad_low - (TAPS - 1) * dilation
     last = min(outputs, reach // stride + 1) if reach >= 0 else 0
     return first, max(first, last)
-
-
-@jit(inline=True)
-def _worker_planes(worker, workers, planes):
-    """The contiguous range of planes a worker takes."""
-    return range(worker * planes // workers, (worker + 1) * planes // workers)
 
 
 @jit(inline=True)
@@ -139,7 +134,7 @@ def convolve(turned, source, weight, stride, dilation, pad_low, threads, target)
     for worker in prange(workers):
         zero_row = np.zeros(width, source.dtype)
         weights = np.empty(TAPS * TAPS, source.dtype)
-        for p in _worker_planes(worker, workers, planes):
+        for p in _worker_tasks(worker, workers, planes):
             for t in range(TAPS * TAPS):
                 weights[t] = weight[p % channels, TAPS * TAPS - 1 - t if turned else t]
             _convolve_plane(sources, p * height * width, height, width, weights, stride,
