@@ -100,7 +100,7 @@ def stacked_positions_per_output(window_args) -> float:
 #: of the time on MobileNetV2's 112 x 112 layer (float64 0.58 and 0.57), 0.69 and 0.72
 #: on 128 x 128, 0.87 and 0.56 on 64 x 200, 0.95 and 1.07 on 64 x 64; the forward pass
 #: 0.35 on 224 x 224 with stride 2 (112 outputs a row), 0.94 on 56 x 56, 1.13 on
-#: 32 x 32, 1.8 to 2.8 times as long on 28 x 28 and 14 x 14.
+#: 32 x 32; called directly, 1.03 on 28 x 28 and 1.76 on 14 x 14.
 WINDOW3_MIN_WIDTH = 64
 
 
