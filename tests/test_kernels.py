@@ -347,7 +347,7 @@ def test_3x3_depthwise_rows_match_torch_the_loops_and_the_other_kernels(case, dt
     convolve = _kernels._window3.convolve
     monkeypatch.setattr(_kernels._window3, "convolve",
                         lambda *args: taken.append(args[1]) or convolve(*args))
-    if input_shape[-1] < 64:
+    if window.output_size[-1] < _kernels.WINDOW3_MIN_WIDTH:
         monkeypatch.setattr(_kernels, "WINDOW3_MIN_WIDTH", 1)
     rows = passes()
     # the input gradient comes by rows where it is the convolution with turned filters
