@@ -1,12 +1,17 @@
-"""Row copies in masked vectors, for rows too short for LLVM's vectorised loops.
+"""Masked vectors in LLVM IR, and row copies in them for rows too short for LLVM's
+vectorised loops.
+
+:class:`Vectors` emits masked vector loads and stores and fused multiply-adds through
+Numba's intrinsics (``llvmlite`` comes with Numba); the kernels of :mod:`.columns` are
+written in it. A masked-off lane is neither read nor written, so a vector may start
+before a row or reach past it and still touch only the row.
 
 LLVM vectorises a copy loop in blocks of several vectors and leaves the rest to a scalar
 loop, so a row of 7 or 14 elements is copied element by element. :func:`copy_row`
 copies a row :data:`LANES` elements at a time, each in one unaligned, masked vector
-load and store (LLVM IR through Numba's intrinsics; ``llvmlite`` comes with Numba):
-the last vector's mask leaves the elements past the row alone, unread and unwritten,
-so a copy touches exactly the row. The intrinsic does not check bounds; bounds-checked
-builds (NUMBA_BOUNDSCHECK=1) check each vector first.
+load and store: the last vector's mask leaves the elements past the row alone. The
+intrinsics do not check bounds; bounds-checked builds (NUMBA_BOUNDSCHECK=1) check each
+vector's first and last element first.
 """
 
 import numba
@@ -21,21 +26,67 @@ from .._config import jit
 LANES = 8
 _CHECKED = numba.config.BOUNDSCHECK
 _INT32 = ir.IntType(32)
+_INT64 = ir.IntType(64)
 
 
-def _vector_pointer(context, builder, array_type, array_value, index):
-    array = context.make_array(array_type)(context, builder, array_value)
-    vector = ir.VectorType(context.get_data_type(array_type.dtype), LANES)
-    return builder.bitcast(builder.gep(array.data, [index]), vector.as_pointer())
+class Vectors:
+    """LLVM IR for vectors of ``lanes`` elements of a dtype, emitted by ``builder``:
+    splats, lane masks, and masked loads and stores at an element of an array's data,
+    all unaligned. A masked-off lane is neither read nor written; it loads as zero."""
+
+    def __init__(self, context, builder, dtype, lanes):
+        self.builder = builder
+        self.lanes = lanes
+        self.type = ir.VectorType(context.get_data_type(dtype), lanes)
+        mask_type = ir.VectorType(ir.IntType(1), lanes)
+        name = f"v{lanes}f{context.get_abi_sizeof(self.type.element) * 8}"
+        pointer = self.type.as_pointer()
+        module = builder.module
+        self._load = cgutils.get_or_insert_function(
+            module, ir.FunctionType(self.type, [pointer, _INT32, mask_type, self.type]),
+            f"llvm.masked.load.{name}.p0")
+        self._store = cgutils.get_or_insert_function(
+            module, ir.FunctionType(ir.VoidType(), [self.type, pointer, _INT32, mask_type]),
+            f"llvm.masked.store.{name}.p0")
+        self._fma = cgutils.get_or_insert_function(
+            module, ir.FunctionType(self.type, [self.type] * 3), f"llvm.fmuladd.{name}")
+
+    def splat(self, value):
+        """``value`` in every lane."""
+        vector = ir.VectorType(value.type, self.lanes)
+        one = self.builder.insert_element(ir.Constant(vector, None), value,
+                                          ir.Constant(_INT32, 0))
+        return self.builder.shuffle_vector(
+            one, one, ir.Constant(ir.VectorType(_INT32, self.lanes), [0] * self.lanes))
+
+    def lane_numbers(self):
+        """The int64 vector ``0, 1, ..., lanes - 1``."""
+        return ir.Constant(ir.VectorType(_INT64, self.lanes), list(range(self.lanes)))
+
+    def lanes_below(self, count):
+        """The mask of the lanes whose number is below ``count`` (an int64)."""
+        return self.builder.icmp_signed("<", self.lane_numbers(), self.splat(count))
+
+    def _pointer(self, data, index):
+        return self.builder.bitcast(self.builder.gep(data, [index]), self.type.as_pointer())
+
+    def load(self, data, index, mask):
+        return self.builder.call(self._load, [self._pointer(data, index),
+                                              ir.Constant(_INT32, 1), mask,
+                                              ir.Constant(self.type, None)])
+
+    def store(self, value, data, index, mask):
+        self.builder.call(self._store, [value, self._pointer(data, index),
+                                        ir.Constant(_INT32, 1), mask])
+
+    def multiply_add(self, a, b, c):
+        """``a * b + c``, fused where the CPU can (rounded once, as BLAS rounds it)."""
+        return self.builder.call(self._fma, [a, b, c])
 
 
-def _lanes_below(builder, count):
-    """The mask of the lanes whose index is below ``count`` (an int64)."""
-    lanes = ir.VectorType(count.type, LANES)
-    splat = builder.insert_element(ir.Constant(lanes, None), count, ir.Constant(_INT32, 0))
-    splat = builder.shuffle_vector(splat, splat, ir.Constant(ir.VectorType(_INT32, LANES),
-                                                             [0] * LANES))
-    return builder.icmp_signed("<", ir.Constant(lanes, list(range(LANES))), splat)
+def array_data(context, builder, array_type, array_value):
+    """The data pointer of an array argument of an intrinsic."""
+    return context.make_array(array_type)(context, builder, array_value).data
 
 
 @intrinsic
@@ -46,24 +97,12 @@ def _copy_vector(typingctx, source, start, target, at, count):
         return None
 
     def codegen(context, builder, signature, args):
-        source_pointer = _vector_pointer(context, builder, signature.args[0], args[0],
-                                         args[1])
-        target_pointer = _vector_pointer(context, builder, signature.args[2], args[2],
-                                         args[3])
-        vector = source_pointer.type.pointee
-        mask = _lanes_below(builder, args[4])
-        name = f"v{LANES}f{context.get_abi_sizeof(vector.element) * 8}.p0"
-        load = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(vector, [source_pointer.type, _INT32, mask.type,
-                                                     vector]), "llvm.masked.load." + name)
-        store = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [vector, target_pointer.type,
-                                                            _INT32, mask.type]),
-            "llvm.masked.store." + name)
-        alignment = ir.Constant(_INT32, 1)
-        loaded = builder.call(load, [source_pointer, alignment, mask,
-                                     ir.Constant(vector, None)])
-        builder.call(store, [loaded, target_pointer, alignment, mask])
+        vectors = Vectors(context, builder, signature.args[0].dtype, LANES)
+        mask = vectors.lanes_below(args[4])
+        loaded = vectors.load(array_data(context, builder, signature.args[0], args[0]),
+                              args[1], mask)
+        vectors.store(loaded, array_data(context, builder, signature.args[2], args[2]),
+                      args[3], mask)
         return context.get_dummy_value()
 
     return types.void(source, start, target, at, count), codegen
