@@ -161,7 +161,9 @@ class ConvPlan:
         kernels' scratch is not counted: a table of window positions per call; for
         depthwise layers, a block of 16 channels and its output per thread (each at most
         about 512 KiB); with unit strides, a group's zero-padded input planes and one
-        output plane per thread, for as many samples as fit 32 KiB and at least one.
+        output plane per thread, for as many samples as fit 32 KiB and at least one;
+        for 3x3 depthwise layers down columns, the filters and, per thread, nine
+        vectors of weight-gradient sums.
 
     Examples
     --------

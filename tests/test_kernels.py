@@ -116,9 +116,12 @@ def test_threaded_and_serial_builds_agree(monkeypatch, dtype):
              ((5, 20, 6, 7), (20, 1, 3, 3), {"padding": 1, "groups": 20, "stride": 2}),
              ((2, 4, 5, 40), (8, 1, 3, 3), {"padding": 1, "groups": 4}),
              ((3, 4, 17), (8, 1, 3), {"padding": 1, "groups": 4}),
-             ((3, 20, 9, 7), (20, 1, 3, 3), {"padding": 1, "groups": 20}),
-             # 3x3 depthwise on wide planes: forward pass and input gradient by rows
-             ((2, 4, 3, 66), (4, 1, 3, 3), {"padding": 1, "groups": 4})]
+             ((3, 20, 9, 7), (20, 1, 5, 5), {"padding": 2, "groups": 20}),
+             # 3x3 depthwise: on wide planes the forward pass and input gradient by
+             # rows; on narrow ones every pass down columns
+             ((2, 4, 3, 66), (4, 1, 3, 3), {"padding": 1, "groups": 4}),
+             ((3, 20, 9, 12), (20, 1, 3, 3), {"padding": 1, "dilation": (2, 1),
+                                               "groups": 20})]
 
     def passes():
         results = []
@@ -154,6 +157,12 @@ DEPTHWISE_CASES = [
     ((1, 16, 22, 22), (3, 3), {"padding": 1}),
     ((2, 17, 30, 32), (3, 3), {"stride": 2, "padding": 1}),
 ]
+
+
+def _without_3x3_depthwise_kernels(monkeypatch):
+    """Route 3x3 depthwise problems to the kernels they would take without the 3x3 ones
+    (by rows and down columns)."""
+    monkeypatch.setattr(_kernels, "_three_by_three", lambda *args: None)
 
 
 def _loop_passes(x, w, dy, window, groups):
@@ -193,6 +202,7 @@ def test_depthwise_channel_blocks_match_the_loops_and_the_plane_kernels(case, dt
 
     # unit-stride 2-d problems go to the stacked-plane kernels unless told otherwise
     monkeypatch.setattr(_kernels, "stacked_planes", lambda *args: False)
+    _without_3x3_depthwise_kernels(monkeypatch)
     blocks = passes()
     monkeypatch.setattr(_kernels, "DEPTHWISE_BLOCK_BYTES", 0)
     planes = passes()
@@ -238,6 +248,7 @@ STACKED_CASES = [
 def test_stacked_planes_match_torch_the_loops_and_the_plane_kernels(case, dtype,
                                                                     monkeypatch):
     input_shape, weight_shape, params = STACKED_CASES[case]
+    _without_3x3_depthwise_kernels(monkeypatch)
     plan = fastconv.ConvPlan(input_shape, weight_shape, **params)
     assert plan.algorithm == "direct"
     window = plan.geometry.window
@@ -273,34 +284,71 @@ def test_stacked_planes_match_torch_the_loops_and_the_plane_kernels(case, dtype,
         assert_close(got, plane, magnitude, n, label=label, reference="plane kernels")
 
 
-@pytest.mark.parametrize("rows_from_width", [sys.maxsize, 1],
-                         ids=["stacked planes", "3x3 rows"])
+# float32 rows of 12 go down columns in vectors of 16 lanes, float64 ones in two of 8
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kernels", ["stacked planes", "3x3 rows", "3x3 columns"])
 def test_direct_kernels_carry_nan_and_inf_only_to_the_windows_they_are_in(
-        monkeypatch, rows_from_width):
+        monkeypatch, kernels, dtype):
     # Border elements are where the stacked layout puts a row's neighbours side by side
-    # (the dropped outputs between them read both), and where the 3x3 rows' run over
-    # whole rows reads the neighbouring row (those outputs are summed again): the kept
-    # ones must not. The forward pass and input gradient go by 3x3 rows when they take
-    # rows of this width, the weight gradient always on stacked planes.
-    monkeypatch.setattr(_kernels, "WINDOW3_MIN_WIDTH", rows_from_width)
-    x = random(np.random.default_rng(0), (2, 3, 6, 7))
-    w = random(np.random.default_rng(1), (3, 1, 3, 3))
-    x[0, 0, 0, 6] = np.inf
+    # (the dropped outputs between them read both), where the 3x3 rows' run over whole
+    # rows reads the neighbouring row (those outputs are summed again), and where the
+    # 3x3 columns' vectors start before a row or reach past it (masked off): the kept
+    # outputs must not see them. The 3x3 rows take the forward pass and the input
+    # gradient, the weight gradient then going on stacked planes; the columns all three.
+    if kernels == "stacked planes":
+        _without_3x3_depthwise_kernels(monkeypatch)
+    elif kernels == "3x3 rows":
+        monkeypatch.setattr(_kernels, "WINDOW3_MIN_WIDTH", 1)
+    x = random(np.random.default_rng(0), (2, 3, 6, 12), dtype)
+    w = random(np.random.default_rng(1), (3, 1, 3, 3), dtype)
+    x[0, 0, 0, 11] = np.inf
     x[0, 1, 3, 0] = np.nan
-    x[1, 2, 5, 6] = -np.inf
+    x[1, 2, 5, 11] = -np.inf
+    x[1, 0, 2, 7] = np.inf  # the last column of a float64 chunk
     dy = np.array(x)  # the input gradient, from an output gradient with the same holes
     params = {"padding": 1, "groups": 3}
     y = fastconv.conv(x, w, **params)
     dx = fastconv.conv_backward_input(dy, w, x.shape, **params)
     expected_y, expected_dx = torch_conv_passes(x, w, None, dy, **params)[:2]
-    assert_nonfinite_like(y, expected_y, 1e-12)
-    assert_nonfinite_like(dx, expected_dx, 1e-12)
+    # float32: sums of up to 144 products of unit normals, each rounded to 6e-8
+    tolerance = 1e-12 if dtype == np.float64 else 1e-4
+    assert_nonfinite_like(y, expected_y, tolerance)
+    assert_nonfinite_like(dx, expected_dx, tolerance)
     # the weight gradient from a finite output gradient: finite at the kernel offsets
     # whose windows miss the input's holes
-    dy = random(np.random.default_rng(2), x.shape)
+    dy = random(np.random.default_rng(2), x.shape, dtype)
     dw = fastconv.conv_backward_weight(dy, x, w.shape, **params)
-    assert_nonfinite_like(dw, torch_conv_passes(x, w, None, dy, **params)[2], 1e-12)
+    assert_nonfinite_like(dw, torch_conv_passes(x, w, None, dy, **params)[2], tolerance)
     assert np.isfinite(dw).any()
+
+
+def _depthwise_3x3_problem(input_shape, params, seed, dtype):
+    """A 3x3 depthwise problem: its parameters, the groups added, its window, and random
+    ``x``, ``w`` and ``dy``."""
+    channels = input_shape[1]
+    window = unfold_window(input_shape[2:], 3, **params)
+    rng = np.random.default_rng(seed)
+    x = random(rng, input_shape, dtype)
+    w = random(rng, (channels, 1, 3, 3), dtype)
+    dy = random(rng, (input_shape[0], channels, *window.output_size), dtype)
+    return {**params, "groups": channels}, window, x, w, dy
+
+
+def _assert_3x3_passes_close(label, passes, others, x, w, dy, window, params):
+    """The first passes of forward, input and weight gradient against the loops, torch
+    and ``others``, the same passes by other kernels."""
+    expected, magnitudes = _loop_passes(x, w, dy, window, x.shape[1])
+    # an output sums a filter's nine weights; an input-gradient element one product per
+    # kernel offset; a weight-gradient element one per sample and output position
+    terms = [9, 9, x.shape[0] * int(np.prod(window.output_size))]
+    for name, got, other, want, magnitude, oracle, n in zip(
+            ["forward", "backward_input", "backward_weight"], passes, others, expected,
+            magnitudes, torch_conv_passes(x, w, None, dy, **params), terms):
+        where = f"{label} {name}"
+        assert_close(got, want.astype(x.dtype), magnitude, n, label=where,
+                     reference="loops")
+        assert_close(got, oracle, magnitude, n, label=where)
+        assert_close(got, other, magnitude, n, label=where, reference="other kernels")
 
 
 # Problems for the 3x3 depthwise kernels (fastconv._kernels.window3), taken here on any
@@ -328,16 +376,7 @@ WINDOW3_CASES = [
 @pytest.mark.parametrize("case", range(len(WINDOW3_CASES)))
 def test_3x3_depthwise_rows_match_torch_the_loops_and_the_other_kernels(case, dtype,
                                                                          monkeypatch):
-    input_shape, params = WINDOW3_CASES[case]
-    channels = input_shape[1]
-    weight_shape = (channels, 1, 3, 3)
-    params = {**params, "groups": channels}
-    window = unfold_window(input_shape[2:], 3, **{k: v for k, v in params.items()
-                                                  if k != "groups"})
-    rng = np.random.default_rng(case)
-    x = random(rng, input_shape, dtype)
-    w = random(rng, weight_shape, dtype)
-    dy = random(rng, (input_shape[0], channels, *window.output_size), dtype)
+    params, window, x, w, dy = _depthwise_3x3_problem(*WINDOW3_CASES[case], case, dtype)
 
     def passes():
         return [fastconv.conv(x, w, **params),
@@ -351,68 +390,133 @@ def test_3x3_depthwise_rows_match_torch_the_loops_and_the_other_kernels(case, dt
         monkeypatch.setattr(_kernels, "WINDOW3_MIN_WIDTH", 1)
     rows = passes()
     # the input gradient comes by rows where it is the convolution with turned filters
-    turned = _kernels.stacked_planes(three_d(input_shape[2:]), window.kernel_args())
+    turned = _kernels.stacked_planes(three_d(x.shape[2:]), window.kernel_args())
     assert taken == ([False, True] if turned else [False])
     monkeypatch.setattr(_kernels, "WINDOW3_MIN_WIDTH", sys.maxsize)
-    others = passes()
-    expected, magnitudes = _loop_passes(x, w, dy, window, channels)
-    torch_passes = torch_conv_passes(x, w, None, dy, **params)
-    # an output sums a filter's nine weights; an input-gradient element one product per
-    # kernel offset
-    for name, got, other, want, magnitude, oracle in zip(
-            ["forward", "backward_input"], rows, others, expected, magnitudes,
-            torch_passes):
-        label = f"3x3 rows {name} {case} {np.dtype(dtype)}"
-        assert_close(got, want.astype(dtype), magnitude, 9, label=label, reference="loops")
-        assert_close(got, oracle, magnitude, 9, label=label)
-        assert_close(got, other, magnitude, 9, label=label, reference="other kernels")
+    _assert_3x3_passes_close(f"3x3 rows {case} {np.dtype(dtype)}", rows, passes(),
+                             x, w, dy, window, params)
 
 
-def test_3x3_depthwise_rows_take_wide_3x3_planes_and_not_the_weight_gradient(monkeypatch):
-    def takes(width, kernel=3, out_channels=4, depth=None, **params):
+# Problems for the 3x3 depthwise kernels down columns (fastconv._kernels.columns): rows
+# of one, of up to 8 (float32 in one vector of 8 lanes) and longer (float32 in vectors
+# of 16, float64 of 8), with a partial last vector; one and two input rows; dilation
+# down the rows (a walk for each residue, the last rows alone) and along them; no
+# padding, padding on one axis, and padding past the window's extent (the input
+# gradient goes elsewhere); the widest rows they take; batches and channels split
+# unevenly among the threads.
+COLUMNS_CASES = [
+    ((2, 3, 7, 7), {"padding": 1}),
+    ((1, 2, 1, 1), {"padding": 1}),
+    ((3, 5, 2, 8), {"padding": 1}),
+    ((2, 3, 9, 9), {}),
+    ((2, 3, 6, 17), {"padding": (0, 1)}),
+    ((2, 2, 11, 20), {"padding": 2, "dilation": 2}),
+    ((2, 3, 10, 13), {"padding": (3, 1), "dilation": (3, 1)}),
+    ((1, 4, 6, 33), {"padding": (1, 2), "dilation": (1, 2)}),
+    ((1, 2, 5, 6), {"padding": 3}),
+    ((2, 3, 4, 63), {"padding": 1}),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", range(len(COLUMNS_CASES)))
+def test_3x3_depthwise_columns_match_torch_the_loops_and_the_other_kernels(case, dtype,
+                                                                            monkeypatch):
+    params, window, x, w, dy = _depthwise_3x3_problem(*COLUMNS_CASES[case], case, dtype)
+    assert window.output_size[-1] < _kernels.WINDOW3_MIN_WIDTH
+
+    def passes():
+        return [fastconv.conv(x, w, **params),
+                fastconv.conv_backward_input(dy, w, x.shape, **params),
+                fastconv.conv_backward_weight(dy, x, w.shape, **params)]
+
+    taken = []
+    convolve, backward_weight = _kernels._columns.convolve, _kernels._columns.backward_weight
+    monkeypatch.setattr(_kernels._columns, "convolve", lambda *args: taken.append(
+        "input gradient" if args[1] else "forward") or convolve(*args))
+    monkeypatch.setattr(_kernels._columns, "backward_weight", lambda *args: taken.append(
+        "weight gradient") or backward_weight(*args))
+    columns = passes()
+    # the input gradient goes down columns where it is the convolution with turned filters
+    turned = _kernels.stacked_planes(three_d(x.shape[2:]), window.kernel_args())
+    assert taken == (["forward", "input gradient", "weight gradient"] if turned
+                     else ["forward", "weight gradient"])
+    _without_3x3_depthwise_kernels(monkeypatch)
+    _assert_3x3_passes_close(f"3x3 columns {case} {np.dtype(dtype)}", columns, passes(),
+                             x, w, dy, window, params)
+
+
+@pytest.mark.skipif(not numba.config.BOUNDSCHECK,
+                    reason="an out-of-bounds access is safe to provoke only when bounds-checked")
+def test_bounds_checking_stops_the_3x3_columns_outside_their_arrays():
+    # The walks' masked loads and stores are not bounds-checked by Numba; bounds-checked
+    # builds index each row's first and last element first.
+    x = np.zeros((2, 3, 1, 5, 5))
+    w = np.zeros((3, 9))
+    with pytest.raises(IndexError):  # an output with one sample for two
+        _kernels._columns.convolve(0, False, x, w, (1, 1, 1), (0, 1, 1), 1,
+                                   np.zeros((1, 3, 1, 5, 5)))
+    with pytest.raises(IndexError):  # an output gradient with two channels for three
+        _kernels._columns.backward_weight(0, np.zeros((2, 2, 1, 5, 5)), x, (1, 1, 1),
+                                          (0, 1, 1), 1, w)
+
+
+def test_3x3_depthwise_kernels_take_3x3_planes_by_width_and_stride(monkeypatch):
+    def kernel(width, kernel=3, out_channels=4, depth=None, **params):
         size = (5, width) if depth is None else (depth, 5, width)
         window = unfold_window(size, kernel, **params)
         weight = np.empty((out_channels, kernel ** len(size)))
         return _kernels._three_by_three((2, 4, *three_d(size)), weight, window.kernel_args())
 
     wide = _kernels.WINDOW3_MIN_WIDTH
-    assert takes(wide, padding=1)
-    assert takes(2 * wide + 1, padding=1, stride=2)
-    assert not takes(wide - 1, padding=1)  # the stacked planes
-    assert not takes(wide, kernel=5, padding=2)
-    assert not takes(wide, out_channels=8, padding=1)  # two outputs per channel
-    assert not takes(wide, depth=3, padding=1)  # 3-d
+    assert kernel(wide, padding=1) == "rows"
+    assert kernel(2 * wide + 1, padding=1, stride=2) == "rows"
+    assert kernel(wide - 1, padding=1) == "columns"
+    assert kernel(wide - 1, padding=2, dilation=2) == "columns"
+    assert kernel(wide - 1, padding=1, stride=(1, 2)) is None  # the channel blocks
+    assert kernel(wide, kernel=5, padding=2) is None
+    assert kernel(wide, out_channels=8, padding=1) is None  # two outputs per channel
+    assert kernel(wide, depth=3, padding=1) is None  # 3-d
 
     taken = []
-    monkeypatch.setattr(_kernels._window3, "convolve", lambda *args: taken.append("rows"))
-    monkeypatch.setattr(_kernels._stacked, "convolve", lambda *args: taken.append("stacked"))
-    monkeypatch.setattr(_kernels._stacked, "backward_weight",
-                        lambda *args: taken.append("stacked weight gradient"))
-    x = np.ones((2, 4, 5, wide))
+    for module, name, label in [(_kernels._window3, "convolve", "rows"),
+                                (_kernels._columns, "convolve", "columns"),
+                                (_kernels._columns, "backward_weight",
+                                 "columns weight gradient"),
+                                (_kernels._stacked, "convolve", "stacked"),
+                                (_kernels._stacked, "backward_weight",
+                                 "stacked weight gradient")]:
+        monkeypatch.setattr(module, name, lambda *args, label=label: taken.append(label))
     w = np.ones((4, 1, 3, 3))
-    fastconv.conv(x, w, padding=1, groups=4)
-    fastconv.conv_backward_input(x, w, x.shape, padding=1, groups=4)
-    fastconv.conv_backward_weight(x, x, w.shape, padding=1, groups=4)
-    assert taken == ["rows", "rows", "stacked weight gradient"]
+    for width in (wide, wide - 1):
+        x = np.ones((2, 4, 5, width))
+        fastconv.conv(x, w, padding=1, groups=4)
+        fastconv.conv_backward_input(x, w, x.shape, padding=1, groups=4)
+        fastconv.conv_backward_weight(x, x, w.shape, padding=1, groups=4)
+    assert taken == ["rows", "rows", "stacked weight gradient",
+                     "columns", "columns", "columns weight gradient"]
 
 
-@pytest.mark.parametrize(("size", "stride", "taker"), [
-    (7, 1, "stacked planes"),
-    (14, 1, "stacked planes"),
-    (14, 2, "channel blocks"),
+@pytest.mark.parametrize(("size", "kernel", "stride", "taker"), [
+    (7, 3, 1, "columns"),
+    (14, 3, 1, "columns"),
+    (14, 5, 1, "stacked planes"),
+    (14, 3, 2, "channel blocks"),
 ])
-def test_depthwise_weight_gradient_takes_stacked_planes_with_unit_strides(
-        monkeypatch, size, stride, taker):
+def test_depthwise_weight_gradient_takes_the_direct_kernels_by_window_and_stride(
+        monkeypatch, size, kernel, stride, taker):
     taken = []
     for name, module in [("channel blocks", _kernels._depthwise),
-                         ("stacked planes", _kernels._stacked)]:
+                         ("stacked planes", _kernels._stacked),
+                         ("columns", _kernels._columns)]:
         monkeypatch.setattr(module, "backward_weight",
                             lambda *args, name=name: taken.append(name))
     channels = 16
     x = np.ones((2, channels, size, size))
-    w = np.ones((channels, 1, 3, 3))
+    w = np.ones((channels, 1, kernel, kernel))
     dy = np.ones((2, channels, -(-size // stride), -(-size // stride)))
-    fastconv.conv_backward_weight(dy, x, w.shape, stride=stride, padding=1, groups=channels)
+    fastconv.conv_backward_weight(dy, x, w.shape, stride=stride, padding=kernel // 2,
+                                  groups=channels)
     assert taken == [taker]
 
 

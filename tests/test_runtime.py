@@ -260,15 +260,15 @@ def test_set_num_threads_rejects_bad_counts(value, error):
 
 
 def test_warmup_compiles_every_kernel_in_both_builds():
-    from fastconv._kernels import depthwise, direct, pool, stacked, unfold, window3
+    from fastconv._kernels import columns, depthwise, direct, pool, stacked, unfold, window3
 
     fastconv.warmup(dtypes=(np.float64,))
-    kernels = [k for module in (unfold, direct, depthwise, stacked, window3, pool)
+    kernels = [k for module in (unfold, direct, depthwise, stacked, window3, columns, pool)
                for k in vars(module).values() if isinstance(k, _config.Kernel)]
     assert sorted(k.__name__ for k in kernels) == [
-        "backward_input", "backward_weight", "backward_weight", "backward_weight", "col2im",
-        "convolve", "convolve", "convolve", "forward", "im2col", "max_over_windows",
-        "scatter_add"]
+        "backward_input", "backward_weight", "backward_weight", "backward_weight",
+        "backward_weight", "col2im", "convolve", "convolve", "convolve", "convolve",
+        "forward", "im2col", "max_over_windows", "scatter_add"]
     for kernel in kernels:
         for build in (kernel.serial, kernel.parallel):
             compiled = [s for s in build.signatures if "float64" in str(s)]

@@ -9,6 +9,7 @@ import math
 
 import numba
 
+from . import columns as _columns
 from . import depthwise as _depthwise
 from . import direct as _direct
 from . import pool as _pool
@@ -94,23 +95,28 @@ def stacked_positions_per_output(window_args) -> float:
     return computed / math.prod(output_size[1:])
 
 
-#: Narrowest output rows the 3x3 depthwise kernels (see :mod:`.window3`) take.
-#: Measured, 2 threads, float32, 8 samples, forward pass and input gradient against the
-#: kernels taken otherwise (stacked planes; channel blocks with strides): 0.68 and 0.70
-#: of the time on MobileNetV2's 112 x 112 layer (float64 0.58 and 0.57), 0.69 and 0.72
-#: on 128 x 128, 0.87 and 0.56 on 64 x 200, 0.95 and 1.07 on 64 x 64; the forward pass
-#: 0.35 on 224 x 224 with stride 2 (112 outputs a row), 0.94 on 56 x 56, 1.13 on
-#: 32 x 32; called directly, 1.03 on 28 x 28 and 1.76 on 14 x 14.
+#: Narrowest output rows the 3x3 depthwise kernels by rows (see :mod:`.window3`) take;
+#: narrower ones, with unit strides, go down columns (see :mod:`.columns`). Measured, 2
+#: threads, 8 samples, forward pass, rows against columns: float32 0.57 on MobileNetV2's
+#: 112 x 112 layer, 1.25 on 64 x 64 and 1.45 on 56 x 56; float64 0.52 on 112 x 112,
+#: 1.01 on 64 x 64 and 0.77 on 56 x 56. Against the stacked planes, taken before the
+#: columns for narrower rows: 0.68 and 0.70 of the time on the 112 x 112 layer (forward
+#: pass and input gradient; float64 0.58 and 0.57), 0.69 and 0.72 on 128 x 128.
 WINDOW3_MIN_WIDTH = 64
 
 
-def _three_by_three(input_shape, weight, window_args) -> bool:
-    """Whether the 3x3 depthwise kernels take a problem over a 5-d ``input_shape`` (of
-    the input or its gradient): a 2-d 3x3 window, one input and one output channel per
-    group, and output rows of at least :data:`WINDOW3_MIN_WIDTH`."""
-    kernel, _, _, _, output_size = window_args
-    return (kernel == (1, 3, 3) and input_shape[2] == 1
-            and output_size[2] >= WINDOW3_MIN_WIDTH and weight.shape == (input_shape[1], 9))
+def _three_by_three(input_shape, weight, window_args):
+    """Which 3x3 depthwise kernel takes a problem over a 5-d ``input_shape`` (of the
+    input or its gradient): a 2-d 3x3 window, one input and one output channel per
+    group, and output rows of at least :data:`WINDOW3_MIN_WIDTH` go by rows
+    (``"rows"``), narrower ones with unit strides down columns (``"columns"``); the
+    others by neither (``None``)."""
+    kernel, stride, _, _, output_size = window_args
+    if kernel != (1, 3, 3) or input_shape[2] != 1 or weight.shape != (input_shape[1], 9):
+        return None
+    if output_size[2] >= WINDOW3_MIN_WIDTH:
+        return "rows"
+    return "columns" if stride == (1, 1, 1) else None
 
 
 def _direct_work(grad_or_y, weight) -> int:
@@ -138,13 +144,17 @@ def _stacked_work(grad_or_y, weight) -> int:
 def direct_forward(x, weight, window_args, y):
     """``y`` ``(N, K, D, H, W)`` = grouped convolution of ``x`` with ``weight``
     ``(K, C/G * vol)``."""
-    if _three_by_three(x.shape, weight, window_args):
-        _, stride, dilation, pad_low, _ = window_args
+    kernel, stride, dilation, pad_low, _ = window_args
+    three_by_three = _three_by_three(x.shape, weight, window_args)
+    if three_by_three == "rows":
         _window3.convolve(_direct_work(y, weight), False, x, weight, stride, dilation,
                           pad_low, numba.get_num_threads(), y)
         return
+    if three_by_three == "columns":
+        _columns.convolve(_direct_work(y, weight), False, x, weight, dilation, pad_low,
+                          numba.get_num_threads(), y)
+        return
     if stacked_planes(x.shape[2:], window_args):
-        kernel, _, dilation, pad_low, _ = window_args
         _stacked.convolve(_stacked_work(y, weight), False, x, weight, kernel, dilation,
                           pad_low[1], pad_low[2], numba.get_num_threads(), y)
         return
@@ -161,10 +171,15 @@ def direct_backward_input(grad_output, weight, window_args, dx):
         kernel, _, dilation, pad_low, _ = window_args
         top, left = ((kernel[a] - 1) * dilation[a] - pad_low[a] for a in (1, 2))
         turned_args = (kernel, (1, 1, 1), dilation, (0, top, left), dx.shape[2:])
-        if _three_by_three(dx.shape, weight, turned_args):
+        three_by_three = _three_by_three(dx.shape, weight, turned_args)
+        if three_by_three == "rows":
             _window3.convolve(_direct_work(grad_output, weight), True, grad_output, weight,
                               (1, 1, 1), dilation, (0, top, left), numba.get_num_threads(),
                               dx)
+            return
+        if three_by_three == "columns":
+            _columns.convolve(_direct_work(grad_output, weight), True, grad_output, weight,
+                              dilation, (0, top, left), numba.get_num_threads(), dx)
             return
         _stacked.convolve(_stacked_work(grad_output, weight), True, grad_output, weight,
                           kernel, dilation, top, left, numba.get_num_threads(), dx)
@@ -179,8 +194,12 @@ def direct_backward_input(grad_output, weight, window_args, dx):
 
 def direct_backward_weight(grad_output, x, window_args, dw):
     """Overwrite ``dw`` ``(K, C/G * vol)`` with the weight gradient."""
+    kernel, _, dilation, pad_low, _ = window_args
+    if _three_by_three(x.shape, dw, window_args) == "columns":
+        _columns.backward_weight(_direct_work(grad_output, dw), grad_output, x, dilation,
+                                 pad_low, numba.get_num_threads(), dw)
+        return
     if stacked_planes(x.shape[2:], window_args):
-        kernel, _, dilation, pad_low, _ = window_args
         _stacked.backward_weight(_stacked_work(grad_output, dw), grad_output, x, kernel,
                                  dilation, pad_low[1], pad_low[2], numba.get_num_threads(),
                                  dw)

@@ -1,5 +1,6 @@
-"""Direct kernels for unit strides (narrow groups, depthwise layers above all): a
-channel's planes stacked, zero-padded, in one long run.
+"""Direct kernels for unit strides (narrow groups, and depthwise layers where the 3x3
+kernels of :mod:`.window3` and :mod:`.columns` do not apply): a channel's planes
+stacked, zero-padded, in one long run.
 
 With unit strides, output ``(y, x)`` reads the padded input at ``(y + i*dh, x + j*dw)``.
 Copy a channel's padded planes, one sample after the other, into a flat *buffer* whose
