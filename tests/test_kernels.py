@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import numba
 import numpy as np
 import pytest
@@ -117,9 +115,9 @@ def test_threaded_and_serial_builds_agree(monkeypatch, dtype):
              ((2, 4, 5, 40), (8, 1, 3, 3), {"padding": 1, "groups": 4}),
              ((3, 4, 17), (8, 1, 3), {"padding": 1, "groups": 4}),
              ((3, 20, 9, 7), (20, 1, 5, 5), {"padding": 2, "groups": 20}),
-             # 3x3 depthwise: on wide planes the forward pass and input gradient by
-             # rows; on narrow ones every pass down columns
-             ((2, 4, 3, 66), (4, 1, 3, 3), {"padding": 1, "groups": 4}),
+             # 3x3 depthwise: on large planes the forward pass and input gradient by
+             # rows; on small ones every pass down columns
+             ((1, 2, 70, 130), (2, 1, 3, 3), {"padding": 1, "groups": 2}),
              ((3, 20, 9, 12), (20, 1, 3, 3), {"padding": 1, "dilation": (2, 1),
                                                "groups": 20})]
 
@@ -157,6 +155,12 @@ DEPTHWISE_CASES = [
     ((1, 16, 22, 22), (3, 3), {"padding": 1}),
     ((2, 17, 30, 32), (3, 3), {"stride": 2, "padding": 1}),
 ]
+
+
+def _3x3_depthwise_by_rows(monkeypatch):
+    """Route 3x3 depthwise problems to the rows kernels wherever they apply."""
+    monkeypatch.setattr(_kernels, "COLUMNS_MAX_PLANE_BYTES", -1)
+    monkeypatch.setattr(_kernels, "WINDOW3_MIN_WIDTH", 1)
 
 
 def _without_3x3_depthwise_kernels(monkeypatch):
@@ -298,7 +302,7 @@ def test_direct_kernels_carry_nan_and_inf_only_to_the_windows_they_are_in(
     if kernels == "stacked planes":
         _without_3x3_depthwise_kernels(monkeypatch)
     elif kernels == "3x3 rows":
-        monkeypatch.setattr(_kernels, "WINDOW3_MIN_WIDTH", 1)
+        _3x3_depthwise_by_rows(monkeypatch)
     x = random(np.random.default_rng(0), (2, 3, 6, 12), dtype)
     w = random(np.random.default_rng(1), (3, 1, 3, 3), dtype)
     x[0, 0, 0, 11] = np.inf
@@ -357,7 +361,7 @@ def _assert_3x3_passes_close(label, passes, others, x, w, dy, window, params):
 # (the forward pass only: the input gradient is not a convolution then), padding past
 # the window's extent (the input gradient goes elsewhere; with a stride, no window
 # inside the input at all), one input row (every window row but one in the padding),
-# and planes wide enough for "auto" to take them.
+# and planes large enough for "auto" to take them.
 WINDOW3_CASES = [
     ((2, 3, 7, 9), {"padding": 1}),
     ((2, 3, 8, 11), {"padding": 2, "dilation": 2}),
@@ -368,7 +372,7 @@ WINDOW3_CASES = [
     ((1, 2, 5, 6), {"padding": 3}),
     ((1, 2, 3, 2), {"padding": 4, "stride": 3}),
     ((2, 2, 1, 20), {"padding": 1}),
-    ((2, 4, 5, 70), {"padding": 1}),
+    ((1, 2, 70, 130), {"padding": 1}),
 ]
 
 
@@ -386,13 +390,14 @@ def test_3x3_depthwise_rows_match_torch_the_loops_and_the_other_kernels(case, dt
     convolve = _kernels._window3.convolve
     monkeypatch.setattr(_kernels._window3, "convolve",
                         lambda *args: taken.append(args[1]) or convolve(*args))
-    if window.output_size[-1] < _kernels.WINDOW3_MIN_WIDTH:
-        monkeypatch.setattr(_kernels, "WINDOW3_MIN_WIDTH", 1)
+    if _kernels._three_by_three(x[:, :, None].shape, w.reshape(w.shape[0], 9),
+                                window.kernel_args()) != "rows":
+        _3x3_depthwise_by_rows(monkeypatch)
     rows = passes()
     # the input gradient comes by rows where it is the convolution with turned filters
     turned = _kernels.stacked_planes(three_d(x.shape[2:]), window.kernel_args())
     assert taken == ([False, True] if turned else [False])
-    monkeypatch.setattr(_kernels, "WINDOW3_MIN_WIDTH", sys.maxsize)
+    _without_3x3_depthwise_kernels(monkeypatch)
     _assert_3x3_passes_close(f"3x3 rows {case} {np.dtype(dtype)}", rows, passes(),
                              x, w, dy, window, params)
 
@@ -402,8 +407,8 @@ def test_3x3_depthwise_rows_match_torch_the_loops_and_the_other_kernels(case, dt
 # of 16, float64 of 8), with a partial last vector; one and two input rows; dilation
 # down the rows (a walk for each residue, the last rows alone) and along them; no
 # padding, padding on one axis, and padding past the window's extent (the input
-# gradient goes elsewhere); the widest rows they take; batches and channels split
-# unevenly among the threads.
+# gradient goes elsewhere); the largest float64 planes they take; batches and channels
+# split unevenly among the threads.
 COLUMNS_CASES = [
     ((2, 3, 7, 7), {"padding": 1}),
     ((1, 2, 1, 1), {"padding": 1}),
@@ -414,7 +419,7 @@ COLUMNS_CASES = [
     ((2, 3, 10, 13), {"padding": (3, 1), "dilation": (3, 1)}),
     ((1, 4, 6, 33), {"padding": (1, 2), "dilation": (1, 2)}),
     ((1, 2, 5, 6), {"padding": 3}),
-    ((2, 3, 4, 63), {"padding": 1}),
+    ((1, 2, 64, 64), {"padding": 1}),
 ]
 
 
@@ -423,7 +428,6 @@ COLUMNS_CASES = [
 def test_3x3_depthwise_columns_match_torch_the_loops_and_the_other_kernels(case, dtype,
                                                                             monkeypatch):
     params, window, x, w, dy = _depthwise_3x3_problem(*COLUMNS_CASES[case], case, dtype)
-    assert window.output_size[-1] < _kernels.WINDOW3_MIN_WIDTH
 
     def passes():
         return [fastconv.conv(x, w, **params),
@@ -461,22 +465,26 @@ def test_bounds_checking_stops_the_3x3_columns_outside_their_arrays():
                                           (0, 1, 1), 1, w)
 
 
-def test_3x3_depthwise_kernels_take_3x3_planes_by_width_and_stride(monkeypatch):
-    def kernel(width, kernel=3, out_channels=4, depth=None, **params):
-        size = (5, width) if depth is None else (depth, 5, width)
+def test_3x3_depthwise_kernels_take_3x3_planes_by_size_and_stride(monkeypatch):
+    def kernel(size, kernel=3, out_channels=4, dtype=np.float64, **params):
         window = unfold_window(size, kernel, **params)
-        weight = np.empty((out_channels, kernel ** len(size)))
+        weight = np.empty((out_channels, kernel ** len(size)), dtype)
         return _kernels._three_by_three((2, 4, *three_d(size)), weight, window.kernel_args())
 
     wide = _kernels.WINDOW3_MIN_WIDTH
-    assert kernel(wide, padding=1) == "rows"
-    assert kernel(2 * wide + 1, padding=1, stride=2) == "rows"
-    assert kernel(wide - 1, padding=1) == "columns"
-    assert kernel(wide - 1, padding=2, dilation=2) == "columns"
-    assert kernel(wide - 1, padding=1, stride=(1, 2)) is None  # the channel blocks
-    assert kernel(wide, kernel=5, padding=2) is None
-    assert kernel(wide, out_channels=8, padding=1) is None  # two outputs per channel
-    assert kernel(wide, depth=3, padding=1) is None  # 3-d
+    small = _kernels.COLUMNS_MAX_PLANE_BYTES // 8  # float64 elements
+    large = (small // wide + 1, wide)
+    assert kernel((1, small), padding=1) == "columns"
+    assert kernel((2, small // 2), padding=3, dilation=2) == "columns"
+    assert kernel((1, small + 1), padding=1) == "rows"  # one element too many
+    assert kernel((1, small + 1), padding=1, dtype=np.float32) == "columns"
+    assert kernel(large, padding=1) == "rows"
+    assert kernel((large[0], 2 * wide + 1), padding=1, stride=2) == "rows"
+    assert kernel((2 * large[0], wide - 1), padding=1) is None  # the stacked planes
+    assert kernel((5, 5), padding=1, stride=(1, 2)) is None  # the channel blocks
+    assert kernel((5, 5), kernel=5, padding=2) is None
+    assert kernel((5, 5), out_channels=8, padding=1) is None  # two outputs per channel
+    assert kernel((3, 5, 5), padding=1) is None  # 3-d
 
     taken = []
     for module, name, label in [(_kernels._window3, "convolve", "rows"),
@@ -488,8 +496,8 @@ def test_3x3_depthwise_kernels_take_3x3_planes_by_width_and_stride(monkeypatch):
                                  "stacked weight gradient")]:
         monkeypatch.setattr(module, name, lambda *args, label=label: taken.append(label))
     w = np.ones((4, 1, 3, 3))
-    for width in (wide, wide - 1):
-        x = np.ones((2, 4, 5, width))
+    for size in (large, (5, wide)):
+        x = np.ones((2, 4, *size))
         fastconv.conv(x, w, padding=1, groups=4)
         fastconv.conv_backward_input(x, w, x.shape, padding=1, groups=4)
         fastconv.conv_backward_weight(x, x, w.shape, padding=1, groups=4)

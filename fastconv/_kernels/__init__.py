@@ -95,28 +95,38 @@ def stacked_positions_per_output(window_args) -> float:
     return computed / math.prod(output_size[1:])
 
 
-#: Narrowest output rows the 3x3 depthwise kernels by rows (see :mod:`.window3`) take;
-#: narrower ones, with unit strides, go down columns (see :mod:`.columns`). Measured, 2
-#: threads, 8 samples, forward pass, rows against columns: float32 0.57 on MobileNetV2's
-#: 112 x 112 layer, 1.25 on 64 x 64 and 1.45 on 56 x 56; float64 0.52 on 112 x 112,
-#: 1.01 on 64 x 64 and 0.77 on 56 x 56. Against the stacked planes, taken before the
-#: columns for narrower rows: 0.68 and 0.70 of the time on the 112 x 112 layer (forward
-#: pass and input gradient; float64 0.58 and 0.57), 0.69 and 0.72 on 128 x 128.
+#: Largest input planes, in bytes, on which 3x3 depthwise layers with unit strides go
+#: down columns (see :mod:`.columns`): each vector of columns walks the whole plane, and
+#: a plane that stays in a typical 32 KiB L1 data cache is read from it again by the
+#: next. Measured, 2 threads, 8 samples of 32 channels, columns against rows (forward
+#: pass) and against the stacked planes (weight gradient): float32 48 x 48 to 80 x 80
+#: (9 to 25 KiB) 0.40 to 0.56 and 0.62 to 0.65 of the time, 96 x 96 (36 KiB) 1.25 and
+#: 1.22, 128 x 128 1.49 and 1.38; float64 32 x 32 and 48 x 48 (8 and 18 KiB) 0.45 to
+#: 0.58 and 0.56 to 0.57, 64 x 64 (32 KiB) 1.21 and 0.89, 80 x 80 1.69 and 1.49.
+COLUMNS_MAX_PLANE_BYTES = 32 * 1024
+#: Narrowest output rows on which the other 3x3 depthwise planes go by rows (see
+#: :mod:`.window3`). Measured, 2 threads, 8 samples, forward pass and input gradient
+#: against the kernels taken otherwise (stacked planes; channel blocks with strides):
+#: 0.68 and 0.70 of the time on MobileNetV2's 112 x 112 layer (float64 0.58 and 0.57),
+#: 0.69 and 0.72 on 128 x 128, 0.87 and 0.56 on 64 x 200, 0.95 and 1.07 on 64 x 64; the
+#: forward pass 0.35 on 224 x 224 with stride 2 (112 outputs a row).
 WINDOW3_MIN_WIDTH = 64
 
 
 def _three_by_three(input_shape, weight, window_args):
     """Which 3x3 depthwise kernel takes a problem over a 5-d ``input_shape`` (of the
-    input or its gradient): a 2-d 3x3 window, one input and one output channel per
-    group, and output rows of at least :data:`WINDOW3_MIN_WIDTH` go by rows
-    (``"rows"``), narrower ones with unit strides down columns (``"columns"``); the
-    others by neither (``None``)."""
+    input or its gradient) and ``weight``, of the arrays' dtype: with a 2-d 3x3 window
+    and one input and one output channel per group, planes of at most
+    :data:`COLUMNS_MAX_PLANE_BYTES` with unit strides go down columns (``"columns"``),
+    output rows of at least :data:`WINDOW3_MIN_WIDTH` otherwise by rows (``"rows"``);
+    the others by neither (``None``)."""
     kernel, stride, _, _, output_size = window_args
     if kernel != (1, 3, 3) or input_shape[2] != 1 or weight.shape != (input_shape[1], 9):
         return None
-    if output_size[2] >= WINDOW3_MIN_WIDTH:
-        return "rows"
-    return "columns" if stride == (1, 1, 1) else None
+    plane_bytes = input_shape[3] * input_shape[4] * weight.itemsize
+    if stride == (1, 1, 1) and plane_bytes <= COLUMNS_MAX_PLANE_BYTES:
+        return "columns"
+    return "rows" if output_size[2] >= WINDOW3_MIN_WIDTH else None
 
 
 def _direct_work(grad_or_y, weight) -> int:

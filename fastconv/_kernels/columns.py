@@ -1,4 +1,4 @@
-"""Depthwise 3x3 kernels on planes of short rows: down columns of masked vectors.
+"""Depthwise 3x3 kernels on small planes: down columns of masked vectors.
 
 A *chunk* is up to :data:`NARROW` or :data:`WIDE` adjacent output columns of a plane,
 one vector. For each chunk the kernels walk down the plane's output rows: output row
@@ -10,6 +10,8 @@ and one masked store. Nothing is copied: the padding is in the masks, where the 
 planes (:mod:`.stacked`) copy each plane into a padded buffer and pass over it once per
 three offsets. With a dilation ``d`` the output rows ``r, r + d, r + 2d, ...`` read
 their input rows in turn, so each residue of ``r`` modulo ``d`` is a walk of its own.
+Each chunk walks the whole plane, so the kernels take planes that stay in the L1 cache
+(``COLUMNS_MAX_PLANE_BYTES`` in :mod:`fastconv._kernels`).
 
 The walks are LLVM IR (:class:`.vector.Vectors`): Numba has no vector type, and LLVM
 fully unrolls a Numba loop over a chunk's lanes into scalar code before its vectoriser

@@ -9,8 +9,9 @@ window row that falls in the padding reads a row of zeros instead; the outputs w
 windows reach into the padding at the start or end of a row are summed one at a time.
 With unit strides and output rows as long as the input's, the rows whose windows lie
 in the input are one run. Any stride, dilation and padding; planes are tasks, split
-into contiguous ranges among the threads as on the stacked planes. Shorter rows go down
-columns instead (:mod:`.columns`; see ``WINDOW3_MIN_WIDTH`` in :mod:`fastconv._kernels`).
+into contiguous ranges among the threads as on the stacked planes. Planes that fit the
+L1 cache go down columns instead, with unit strides (:mod:`.columns`; see
+``COLUMNS_MAX_PLANE_BYTES`` and ``WINDOW3_MIN_WIDTH`` in :mod:`fastconv._kernels`).
 
 :func:`convolve` computes the forward pass and, with the filters turned by 180 degrees
 and unit strides, the input gradient. Arrays are 5-d ``(N, C, 1, H, W)`` as in
