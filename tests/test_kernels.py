@@ -108,10 +108,10 @@ def test_threaded_and_serial_builds_agree(monkeypatch, dtype):
     cases = [((3, 4, 10, 9), (6, 2, 3, 3), {"padding": 1, "groups": 2, "stride": (2, 1)}),
              ((2, 3, 6, 40), (4, 3, 3, 3), {"padding": 1}),  # long rows
              ((2, 3, 6, 5, 4), (4, 3, 2, 2, 2), {"padding": "same", "dilation": 2}),
-             # narrow groups: by channel blocks (depthwise, stride 2); two outputs per
+             # narrow groups: by channel blocks (depthwise, stride 3); two outputs per
              # channel on stacked planes (unit strides) and, for the weight gradient,
              # plane by plane with long and short rows; depthwise on stacked planes
-             ((5, 20, 6, 7), (20, 1, 3, 3), {"padding": 1, "groups": 20, "stride": 2}),
+             ((5, 20, 6, 7), (20, 1, 3, 3), {"padding": 1, "groups": 20, "stride": 3}),
              ((2, 4, 5, 40), (8, 1, 3, 3), {"padding": 1, "groups": 4}),
              ((3, 4, 17), (8, 1, 3), {"padding": 1, "groups": 4}),
              ((3, 20, 9, 7), (20, 1, 5, 5), {"padding": 2, "groups": 20}),
@@ -119,7 +119,8 @@ def test_threaded_and_serial_builds_agree(monkeypatch, dtype):
              # rows; on small ones every pass down columns
              ((1, 2, 70, 130), (2, 1, 3, 3), {"padding": 1, "groups": 2}),
              ((3, 20, 9, 12), (20, 1, 3, 3), {"padding": 1, "dilation": (2, 1),
-                                               "groups": 20})]
+                                               "groups": 20}),
+             ((2, 6, 10, 20), (6, 1, 3, 3), {"padding": 1, "stride": 2, "groups": 6})]
 
     def passes():
         results = []
@@ -408,7 +409,8 @@ def test_3x3_depthwise_rows_match_torch_the_loops_and_the_other_kernels(case, dt
 # down the rows (a walk for each residue, the last rows alone) and along them; no
 # padding, padding on one axis, and padding past the window's extent (the input
 # gradient goes elsewhere); the largest float64 planes they take; batches and channels
-# split unevenly among the threads.
+# split unevenly among the threads; stride 2 (the forward pass and the weight gradient:
+# each tap the even lanes of a vector twice as wide; one input row, 20 outputs a row).
 COLUMNS_CASES = [
     ((2, 3, 7, 7), {"padding": 1}),
     ((1, 2, 1, 1), {"padding": 1}),
@@ -420,6 +422,9 @@ COLUMNS_CASES = [
     ((1, 4, 6, 33), {"padding": (1, 2), "dilation": (1, 2)}),
     ((1, 2, 5, 6), {"padding": 3}),
     ((1, 2, 64, 64), {"padding": 1}),
+    ((2, 3, 9, 17), {"padding": 1, "stride": 2}),
+    ((2, 2, 10, 13), {"padding": (2, 0), "stride": 2, "dilation": (2, 1)}),
+    ((1, 2, 1, 40), {"padding": 1, "stride": 2}),
 ]
 
 
@@ -458,11 +463,11 @@ def test_bounds_checking_stops_the_3x3_columns_outside_their_arrays():
     x = np.zeros((2, 3, 1, 5, 5))
     w = np.zeros((3, 9))
     with pytest.raises(IndexError):  # an output with one sample for two
-        _kernels._columns.convolve(0, False, x, w, (1, 1, 1), (0, 1, 1), 1,
+        _kernels._columns.convolve(0, False, x, w, (1, 1, 1), (1, 1, 1), (0, 1, 1), 1,
                                    np.zeros((1, 3, 1, 5, 5)))
     with pytest.raises(IndexError):  # an output gradient with two channels for three
         _kernels._columns.backward_weight(0, np.zeros((2, 2, 1, 5, 5)), x, (1, 1, 1),
-                                          (0, 1, 1), 1, w)
+                                          (1, 1, 1), (0, 1, 1), 1, w)
 
 
 def test_3x3_depthwise_kernels_take_3x3_planes_by_size_and_stride(monkeypatch):
@@ -481,7 +486,9 @@ def test_3x3_depthwise_kernels_take_3x3_planes_by_size_and_stride(monkeypatch):
     assert kernel(large, padding=1) == "rows"
     assert kernel((large[0], 2 * wide + 1), padding=1, stride=2) == "rows"
     assert kernel((2 * large[0], wide - 1), padding=1) is None  # the stacked planes
+    assert kernel((5, 5), padding=1, stride=2) == "columns"
     assert kernel((5, 5), padding=1, stride=(1, 2)) is None  # the channel blocks
+    assert kernel((5, 5), padding=1, stride=3) is None
     assert kernel((5, 5), kernel=5, padding=2) is None
     assert kernel((5, 5), out_channels=8, padding=1) is None  # two outputs per channel
     assert kernel((3, 5, 5), padding=1) is None  # 3-d
@@ -509,7 +516,8 @@ def test_3x3_depthwise_kernels_take_3x3_planes_by_size_and_stride(monkeypatch):
     (7, 3, 1, "columns"),
     (14, 3, 1, "columns"),
     (14, 5, 1, "stacked planes"),
-    (14, 3, 2, "channel blocks"),
+    (14, 3, 2, "columns"),
+    (14, 3, 3, "channel blocks"),
 ])
 def test_depthwise_weight_gradient_takes_the_direct_kernels_by_window_and_stride(
         monkeypatch, size, kernel, stride, taker):

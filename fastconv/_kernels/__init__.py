@@ -95,14 +95,18 @@ def stacked_positions_per_output(window_args) -> float:
     return computed / math.prod(output_size[1:])
 
 
-#: Largest input planes, in bytes, on which 3x3 depthwise layers with unit strides go
-#: down columns (see :mod:`.columns`): each vector of columns walks the whole plane, and
+#: Largest input planes, in bytes, on which 3x3 depthwise layers with strides of 1 or 2
+#: go down columns (see :mod:`.columns`): each vector of columns walks the whole plane, and
 #: a plane that stays in a typical 32 KiB L1 data cache is read from it again by the
 #: next. Measured, 2 threads, 8 samples of 32 channels, columns against rows (forward
 #: pass) and against the stacked planes (weight gradient): float32 48 x 48 to 80 x 80
 #: (9 to 25 KiB) 0.40 to 0.56 and 0.62 to 0.65 of the time, 96 x 96 (36 KiB) 1.25 and
 #: 1.22, 128 x 128 1.49 and 1.38; float64 32 x 32 and 48 x 48 (8 and 18 KiB) 0.45 to
-#: 0.58 and 0.56 to 0.57, 64 x 64 (32 KiB) 1.21 and 0.89, 80 x 80 1.69 and 1.49.
+#: 0.58 and 0.56 to 0.57, 64 x 64 (32 KiB) 1.21 and 0.89, 80 x 80 1.69 and 1.49. With
+#: stride 2, against the channel blocks, 144 channels: float32 28 x 28 and 56 x 56
+#: 0.34 and 0.46 (forward pass), 0.51 and 0.60 (weight gradient); float64 0.47 and
+#: 0.79, 0.69 and 1.00; 112 x 112, 32 channels, float32 0.36 and 0.41 (not taken),
+#: float64 1.28 and 1.55.
 COLUMNS_MAX_PLANE_BYTES = 32 * 1024
 #: Narrowest output rows on which the other 3x3 depthwise planes go by rows (see
 #: :mod:`.window3`). Measured, 2 threads, 8 samples, forward pass and input gradient
@@ -117,14 +121,14 @@ def _three_by_three(input_shape, weight, window_args):
     """Which 3x3 depthwise kernel takes a problem over a 5-d ``input_shape`` (of the
     input or its gradient) and ``weight``, of the arrays' dtype: with a 2-d 3x3 window
     and one input and one output channel per group, planes of at most
-    :data:`COLUMNS_MAX_PLANE_BYTES` with unit strides go down columns (``"columns"``),
-    output rows of at least :data:`WINDOW3_MIN_WIDTH` otherwise by rows (``"rows"``);
-    the others by neither (``None``)."""
+    :data:`COLUMNS_MAX_PLANE_BYTES` with strides of 1 or 2 go down columns
+    (``"columns"``), output rows of at least :data:`WINDOW3_MIN_WIDTH` otherwise by rows
+    (``"rows"``); the others by neither (``None``)."""
     kernel, stride, _, _, output_size = window_args
     if kernel != (1, 3, 3) or input_shape[2] != 1 or weight.shape != (input_shape[1], 9):
         return None
     plane_bytes = input_shape[3] * input_shape[4] * weight.itemsize
-    if stride == (1, 1, 1) and plane_bytes <= COLUMNS_MAX_PLANE_BYTES:
+    if stride in ((1, 1, 1), (1, 2, 2)) and plane_bytes <= COLUMNS_MAX_PLANE_BYTES:
         return "columns"
     return "rows" if output_size[2] >= WINDOW3_MIN_WIDTH else None
 
@@ -161,8 +165,8 @@ def direct_forward(x, weight, window_args, y):
                           pad_low, numba.get_num_threads(), y)
         return
     if three_by_three == "columns":
-        _columns.convolve(_direct_work(y, weight), False, x, weight, dilation, pad_low,
-                          numba.get_num_threads(), y)
+        _columns.convolve(_direct_work(y, weight), False, x, weight, stride, dilation,
+                          pad_low, numba.get_num_threads(), y)
         return
     if stacked_planes(x.shape[2:], window_args):
         _stacked.convolve(_stacked_work(y, weight), False, x, weight, kernel, dilation,
@@ -189,7 +193,8 @@ def direct_backward_input(grad_output, weight, window_args, dx):
             return
         if three_by_three == "columns":
             _columns.convolve(_direct_work(grad_output, weight), True, grad_output, weight,
-                              dilation, (0, top, left), numba.get_num_threads(), dx)
+                              (1, 1, 1), dilation, (0, top, left), numba.get_num_threads(),
+                              dx)
             return
         _stacked.convolve(_stacked_work(grad_output, weight), True, grad_output, weight,
                           kernel, dilation, top, left, numba.get_num_threads(), dx)
@@ -204,10 +209,10 @@ def direct_backward_input(grad_output, weight, window_args, dx):
 
 def direct_backward_weight(grad_output, x, window_args, dw):
     """Overwrite ``dw`` ``(K, C/G * vol)`` with the weight gradient."""
-    kernel, _, dilation, pad_low, _ = window_args
+    kernel, stride, dilation, pad_low, _ = window_args
     if _three_by_three(x.shape, dw, window_args) == "columns":
-        _columns.backward_weight(_direct_work(grad_output, dw), grad_output, x, dilation,
-                                 pad_low, numba.get_num_threads(), dw)
+        _columns.backward_weight(_direct_work(grad_output, dw), grad_output, x, stride,
+                                 dilation, pad_low, numba.get_num_threads(), dw)
         return
     if stacked_planes(x.shape[2:], window_args):
         _stacked.backward_weight(_stacked_work(grad_output, dw), grad_output, x, kernel,

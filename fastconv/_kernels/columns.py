@@ -10,7 +10,9 @@ and one masked store. Nothing is copied: the padding is in the masks, where the 
 planes (:mod:`.stacked`) copy each plane into a padded buffer and pass over it once per
 three offsets. With a dilation ``d`` the output rows ``r, r + d, r + 2d, ...`` read
 their input rows in turn, so each residue of ``r`` modulo ``d`` is a walk of its own.
-Each chunk walks the whole plane, so the kernels take planes that stay in the L1 cache
+With stride 2 (in rows and columns) a tap's vector is the even lanes of a masked load
+twice as wide, and each output row loads its three input rows. Each chunk walks the
+whole plane, so the kernels take planes that stay in the L1 cache
 (``COLUMNS_MAX_PLANE_BYTES`` in :mod:`fastconv._kernels`).
 
 The walks are LLVM IR (:class:`.vector.Vectors`): Numba has no vector type, and LLVM
@@ -18,8 +20,8 @@ fully unrolls a Numba loop over a chunk's lanes into scalar code before its vect
 sees it. A chunk is a 64-byte vector, 16 lanes of float32 or 8 of float64, or 8 lanes
 of float32 for rows of up to 8.
 
-:func:`convolve` computes the forward pass (unit strides) and, with the filters turned
-by 180 degrees, the input gradient; planes are tasks, split into contiguous ranges
+:func:`convolve` computes the forward pass and, with the filters turned by 180 degrees
+and unit strides, the input gradient; planes are tasks, split into contiguous ranges
 among the threads as on the stacked planes. :func:`backward_weight` adds each walk's
 products into nine vector sums, one per kernel offset, held in registers; a channel's
 samples go to one thread, and its sums are added across lanes at the end, in a fixed
@@ -51,47 +53,65 @@ def _int(value):
 
 class _Walk:
     """IR for a walk down one chunk of a plane: the chunk's masks, and a loop over its
-    output rows that keeps the input rows it has loaded.
+    output rows.
 
     ``plane`` is the plane's first element in the flat array whose data is ``data``,
     ``column`` the input column of the chunk's first window's first tap (negative in the
     padding), ``count`` the chunk's lanes in use; ``width`` and ``height`` are the input
-    plane's, ``dilation_w`` the step between a window's columns."""
+    plane's, ``dilation_w`` the step between a window's columns, ``stride`` (1 or 2)
+    the step between the windows of adjacent outputs, in rows and columns. With stride
+    2 a window row's taps are the even lanes of masked loads twice as wide."""
 
-    def __init__(self, vectors, data, plane, height, width, column, dilation_w, count):
+    def __init__(self, context, vectors, dtype, data, plane, height, width, column,
+                 dilation_w, count, stride):
         builder = vectors.builder
-        self.vectors, self.builder = vectors, builder
+        self.vectors, self.builder, self.stride = vectors, builder, stride
         self.data, self.plane, self.height, self.width = data, plane, height, width
         self.column = column
         self.in_use = vectors.lanes_below(count)
-        columns = builder.add(vectors.splat(column), vectors.lane_numbers())
+        self.loads = Vectors(context, builder, dtype, stride * vectors.lanes)
+        lanes = self.loads.lane_numbers()
+        in_use = self.loads.lanes_below(builder.mul(count, _int(stride)))
+        if stride > 1:  # the lanes that the taps take
+            taken = [lane % stride == 0 for lane in range(self.loads.lanes)]
+            in_use = builder.and_(in_use, ir.Constant(in_use.type, taken))
+        columns = builder.add(self.loads.splat(column), lanes)
         self.shifts = [builder.mul(dilation_w, _int(j)) for j in range(TAPS)]
         self.masks = []
         for shift in self.shifts:
-            tap_columns = builder.add(columns, vectors.splat(shift))
+            tap_columns = builder.add(columns, self.loads.splat(shift))
             inside = builder.and_(
-                builder.icmp_signed(">=", tap_columns, vectors.splat(_int(0))),
-                builder.icmp_signed("<", tap_columns, vectors.splat(width)))
-            self.masks.append(builder.and_(inside, self.in_use))
+                builder.icmp_signed(">=", tap_columns, self.loads.splat(_int(0))),
+                builder.icmp_signed("<", tap_columns, self.loads.splat(width)))
+            self.masks.append(builder.and_(inside, in_use))
 
     def input_row(self, y):
-        """The three shifted vectors of input row ``y``: zeros if it is outside the
-        plane."""
-        builder, vectors = self.builder, self.vectors
-        inside = vectors.splat(builder.and_(builder.icmp_signed(">=", y, _int(0)),
-                                            builder.icmp_signed("<", y, self.height)))
+        """The three vectors of input row ``y`` that a window row's taps read: zeros if
+        it is outside the plane."""
+        builder, loads = self.builder, self.loads
+        inside = loads.splat(builder.and_(builder.icmp_signed(">=", y, _int(0)),
+                                          builder.icmp_signed("<", y, self.height)))
         start = builder.add(builder.add(self.plane, builder.mul(y, self.width)), self.column)
-        return [vectors.load(self.data, builder.add(start, shift), builder.and_(mask, inside))
-                for shift, mask in zip(self.shifts, self.masks)]
+        row = [loads.load(self.data, builder.add(start, shift), builder.and_(mask, inside))
+               for shift, mask in zip(self.shifts, self.masks)]
+        if self.stride == 1:
+            return row
+        taken = ir.Constant(ir.VectorType(ir.IntType(32), self.vectors.lanes),
+                            list(range(0, loads.lanes, self.stride)))
+        return [builder.shuffle_vector(vector, vector, taken) for vector in row]
 
-    def down(self, first_y, dilation_h, rows, carried, body):
+    def down(self, first_y, row_step, dilation_h, rows, carried, body):
         """Emit the loop over ``rows`` output rows: output row ``r`` reads input rows
-        ``first_y + (r + i) * dilation_h``, ``i < 3``. ``body(r, window, values)`` emits
-        a row's work, ``window`` the three input rows' vectors, ``values`` those
-        ``carried`` from the row before, and returns the values for the next row.
-        Returns the values after the last row (``carried`` if ``rows`` is 0)."""
+        ``first_y + r * row_step + i * dilation_h``, ``i < 3``. ``body(r, window,
+        values)`` emits a row's work, ``window`` the three input rows' vectors,
+        ``values`` those ``carried`` from the row before, and returns the values for the
+        next row. Returns the values after the last row (``carried`` if ``rows`` is 0).
+        With stride 1 (``row_step`` then equal to ``dilation_h``) an input row is loaded
+        once and kept for the three output rows that read it."""
         builder, vector_type = self.builder, self.vectors.type
-        first = [self.input_row(first_y), self.input_row(builder.add(first_y, dilation_h))]
+        kept_rows = TAPS - 1 if self.stride == 1 else 0
+        first = [self.input_row(builder.add(first_y, builder.mul(dilation_h, _int(i))))
+                 for i in range(kept_rows)]
         before = builder.block
         loop = builder.append_basic_block("walk.row")
         after = builder.append_basic_block("walk.end")
@@ -100,14 +120,16 @@ class _Walk:
         r = builder.phi(_INT64)
         kept = [[builder.phi(vector_type) for _ in range(TAPS)] for _ in first]
         values = [builder.phi(value.type) for value in carried]
-        last = self.input_row(builder.add(first_y,
-                                          builder.mul(builder.add(r, _int(2)), dilation_h)))
-        following = body(r, (*kept, last), values)
+        top = builder.add(first_y, builder.mul(r, row_step))
+        loaded = [self.input_row(builder.add(top, builder.mul(dilation_h, _int(i))))
+                  for i in range(kept_rows, TAPS)]
+        window = (*kept, *loaded)
+        following = body(r, window, values)
         next_r = builder.add(r, _int(1))
         end = builder.block
         r.add_incoming(_int(0), before)
         r.add_incoming(next_r, end)
-        for phis, start, moved in zip(kept, first, (kept[1], last)):
+        for phis, start, moved in zip(kept, first, window[1:]):
             for phi, a, b in zip(phis, start, moved):
                 phi.add_incoming(a, before)
                 phi.add_incoming(b, end)
@@ -125,24 +147,28 @@ class _Walk:
         return results
 
 
-def _convolve_walk(lanes):
-    """An intrinsic: a walk of the forward pass down a chunk of ``lanes``."""
+def _convolve_walk(lanes, stride):
+    """An intrinsic: a walk of the forward pass down a chunk of ``lanes``, with
+    ``stride``."""
 
     @intrinsic
-    def walk(typingctx, source, plane, height, width, first_y, column, dilation_h,
-             dilation_w, filters, first_filter, target, at, out_step, rows, count):
+    def walk(typingctx, source, plane, height, width, first_y, column, row_step,
+             dilation_h, dilation_w, filters, first_filter, target, at, out_step, rows,
+             count):
         # Output row r of the walk goes to target[at + r * out_step + lane]; the filter
         # is filters[first_filter:first_filter + 9].
         def codegen(context, builder, signature, args):
-            (_, plane, height, width, first_y, column, dilation_h, dilation_w, _,
+            (_, plane, height, width, first_y, column, row_step, dilation_h, dilation_w, _,
              first_filter, _, at, out_step, rows, count) = args
-            vectors = Vectors(context, builder, signature.args[0].dtype, lanes)
-            chunk = _Walk(vectors, array_data(context, builder, signature.args[0], args[0]),
-                          plane, height, width, column, dilation_w, count)
-            filter_data = array_data(context, builder, signature.args[8], args[8])
+            dtype = signature.args[0].dtype
+            vectors = Vectors(context, builder, dtype, lanes)
+            chunk = _Walk(context, vectors, dtype,
+                          array_data(context, builder, signature.args[0], args[0]), plane,
+                          height, width, column, dilation_w, count, stride)
+            filter_data = array_data(context, builder, signature.args[9], args[9])
             taps = [vectors.splat(builder.load(builder.gep(
                 filter_data, [builder.add(first_filter, _int(t))]))) for t in range(TAPS ** 2)]
-            target_data = array_data(context, builder, signature.args[10], args[10])
+            target_data = array_data(context, builder, signature.args[11], args[11])
 
             def output_row(r, window, _):
                 total = ir.Constant(vectors.type, None)
@@ -153,32 +179,35 @@ def _convolve_walk(lanes):
                               chunk.in_use)
                 return []
 
-            chunk.down(first_y, dilation_h, rows, [], output_row)
+            chunk.down(first_y, row_step, dilation_h, rows, [], output_row)
             return context.get_dummy_value()
 
-        return types.void(source, plane, height, width, first_y, column, dilation_h,
-                          dilation_w, filters, first_filter, target, at, out_step, rows,
-                          count), codegen
+        return types.void(source, plane, height, width, first_y, column, row_step,
+                          dilation_h, dilation_w, filters, first_filter, target, at,
+                          out_step, rows, count), codegen
 
     return walk
 
 
-def _products_walk(lanes):
-    """An intrinsic: a walk of the weight gradient down a chunk of ``lanes``."""
+def _products_walk(lanes, stride):
+    """An intrinsic: a walk of the weight gradient down a chunk of ``lanes``, with
+    ``stride``."""
 
     @intrinsic
     def walk(typingctx, grad, at, out_step, source, plane, height, width, first_y, column,
-             dilation_h, dilation_w, rows, count, sums):
+             row_step, dilation_h, dilation_w, rows, count, sums):
         # Adds grad[at + r * out_step + lane] times each tap's input vector into
         # sums[t * lanes + lane], for kernel offset t.
         def codegen(context, builder, signature, args):
-            (_, at, out_step, _, plane, height, width, first_y, column, dilation_h,
-             dilation_w, rows, count, _) = args
-            vectors = Vectors(context, builder, signature.args[0].dtype, lanes)
-            chunk = _Walk(vectors, array_data(context, builder, signature.args[3], args[3]),
-                          plane, height, width, column, dilation_w, count)
+            (_, at, out_step, _, plane, height, width, first_y, column, row_step,
+             dilation_h, dilation_w, rows, count, _) = args
+            dtype = signature.args[0].dtype
+            vectors = Vectors(context, builder, dtype, lanes)
+            chunk = _Walk(context, vectors, dtype,
+                          array_data(context, builder, signature.args[3], args[3]), plane,
+                          height, width, column, dilation_w, count, stride)
             grad_data = array_data(context, builder, signature.args[0], args[0])
-            sums_data = array_data(context, builder, signature.args[13], args[13])
+            sums_data = array_data(context, builder, signature.args[14], args[14])
             every_lane = vectors.lanes_below(_int(lanes))
             starts = [_int(t * lanes) for t in range(TAPS ** 2)]
             totals = [vectors.load(sums_data, start, every_lane) for start in starts]
@@ -189,19 +218,47 @@ def _products_walk(lanes):
                 return [vectors.multiply_add(grad_row, shifted, totals[TAPS * i + j])
                         for i, row in enumerate(window) for j, shifted in enumerate(row)]
 
-            totals = chunk.down(first_y, dilation_h, rows, totals, output_row)
+            totals = chunk.down(first_y, row_step, dilation_h, rows, totals, output_row)
             for total, start in zip(totals, starts):
                 vectors.store(total, sums_data, start, every_lane)
             return context.get_dummy_value()
 
         return types.void(grad, at, out_step, source, plane, height, width, first_y, column,
-                          dilation_h, dilation_w, rows, count, sums), codegen
+                          row_step, dilation_h, dilation_w, rows, count, sums), codegen
 
     return walk
 
 
-_convolve_narrow, _convolve_wide = _convolve_walk(NARROW), _convolve_walk(WIDE)
-_products_narrow, _products_wide = _products_walk(NARROW), _products_walk(WIDE)
+_convolve_narrow, _convolve_wide = _convolve_walk(NARROW, 1), _convolve_walk(WIDE, 1)
+_convolve_narrow_2, _convolve_wide_2 = _convolve_walk(NARROW, 2), _convolve_walk(WIDE, 2)
+_products_narrow, _products_wide = _products_walk(NARROW, 1), _products_walk(WIDE, 1)
+_products_narrow_2, _products_wide_2 = _products_walk(NARROW, 2), _products_walk(WIDE, 2)
+
+
+@jit(inline=True)
+def _convolve_chunk(lanes, stride, walk_args):
+    if stride == 1:
+        if lanes == WIDE:
+            _convolve_wide(*walk_args)
+        else:
+            _convolve_narrow(*walk_args)
+    elif lanes == WIDE:
+        _convolve_wide_2(*walk_args)
+    else:
+        _convolve_narrow_2(*walk_args)
+
+
+@jit(inline=True)
+def _products_chunk(lanes, stride, walk_args):
+    if stride == 1:
+        if lanes == WIDE:
+            _products_wide(*walk_args)
+        else:
+            _products_narrow(*walk_args)
+    elif lanes == WIDE:
+        _products_wide_2(*walk_args)
+    else:
+        _products_narrow_2(*walk_args)
 
 
 @jit(inline=True)
@@ -211,38 +268,41 @@ def _lanes(out_w, itemsize):
 
 
 @jit(inline=True)
-def _check_walk(planes, plane, height, width, first_y, column, dilation, rows, count,
-                outputs, at, out_step):
+def _check_walk(planes, plane, height, width, first_y, column, stride, row_step, dilation,
+                rows, count, outputs, at, out_step):
     """In bounds-checked builds, index the first and last element that a walk reads in
     each input row and reads or writes in each output row."""
-    dilation_h, dilation_w = dilation[1], dilation[2]
     first = max(0, column)
-    last = min(width, column + count + (TAPS - 1) * dilation_w)
-    for m in range(rows + TAPS - 1):
-        y = first_y + m * dilation_h
-        if 0 <= y < height and first < last:
-            planes[plane + y * width + first], planes[plane + y * width + last - 1]
+    last = min(width, column + stride * (count - 1) + (TAPS - 1) * dilation[2] + 1)
     for r in range(rows):
         outputs[at + r * out_step], outputs[at + r * out_step + count - 1]
+        for i in range(TAPS):
+            y = first_y + r * row_step + i * dilation[1]
+            if 0 <= y < height and first < last:
+                planes[plane + y * width + first], planes[plane + y * width + last - 1]
 
 
 @jit(inline=True)
-def _walks(out_h, out_w, lanes, dilation_h, pad_low):
-    """Each walk down a plane: the input row and column of its first window's first tap,
-    its first output's place in the output plane, its rows and its lanes in use."""
+def _walks(out_h, out_w, lanes, stride, dilation_h, pad_low):
+    """The walks down a plane, each the input row and column of its first window's first
+    tap, its first output's place in the output plane, its rows and its lanes in use;
+    the output rows between a walk's rows, and the input rows. With stride 1 a walk
+    takes every ``dilation_h``-th output row, whose windows share input rows."""
+    between = dilation_h if stride == 1 else 1
     walks = []
     for column in range(0, out_w, lanes):
-        for residue in range(min(dilation_h, out_h)):
-            walks.append((residue - pad_low[1], column - pad_low[2], residue * out_w + column,
-                          (out_h - 1 - residue) // dilation_h + 1, min(lanes, out_w - column)))
-    return walks
+        for residue in range(min(between, out_h)):
+            walks.append((residue * stride - pad_low[1], column * stride - pad_low[2],
+                          residue * out_w + column, (out_h - 1 - residue) // between + 1,
+                          min(lanes, out_w - column)))
+    return walks, between, between * stride
 
 
 @jit(parallel=True)
-def convolve(turned, source, weight, dilation, pad_low, threads, target):
-    # The forward pass, x (source) into y (target); with ``turned`` the input gradient:
-    # dy into dx, the filters turned, pad_low the turned padding. Unit strides.
-    # Overwrites target.
+def convolve(turned, source, weight, stride, dilation, pad_low, threads, target):
+    # The forward pass, x (source) into y (target), strides 1 or 2; with ``turned`` the
+    # input gradient: dy into dx, the filters turned, pad_low the turned padding, unit
+    # strides. Overwrites target.
     batch, channels = source.shape[:2]
     height, width = source.shape[3], source.shape[4]
     out_h, out_w = target.shape[3], target.shape[4]
@@ -253,8 +313,8 @@ def convolve(turned, source, weight, dilation, pad_low, threads, target):
         for t in range(volume):
             filters[c * volume + t] = weight[c, volume - 1 - t if turned else t]
     lanes = _lanes(out_w, source.itemsize)
-    walks = _walks(out_h, out_w, lanes, dilation[1], pad_low)
-    out_step = dilation[1] * out_w
+    walks, between, row_step = _walks(out_h, out_w, lanes, stride[2], dilation[1], pad_low)
+    out_step = between * out_w
     planes = batch * channels
     workers = min(threads, planes)
     for worker in prange(workers):
@@ -263,27 +323,24 @@ def convolve(turned, source, weight, dilation, pad_low, threads, target):
             for first_y, first_x, first_out, rows, count in walks:
                 at = out_plane + first_out
                 if _CHECKED:
-                    _check_walk(sources, plane, height, width, first_y, first_x, dilation,
-                                rows, count, targets, at, out_step)
-                walk_args = (sources, plane, height, width, first_y, first_x, dilation[1],
-                             dilation[2], filters, p % channels * volume, targets, at,
-                             out_step, rows, count)
-                if lanes == WIDE:
-                    _convolve_wide(*walk_args)
-                else:
-                    _convolve_narrow(*walk_args)
+                    _check_walk(sources, plane, height, width, first_y, first_x, stride[2],
+                                row_step, dilation, rows, count, targets, at, out_step)
+                _convolve_chunk(lanes, stride[2], (
+                    sources, plane, height, width, first_y, first_x, row_step, dilation[1],
+                    dilation[2], filters, p % channels * volume, targets, at, out_step, rows,
+                    count))
 
 
 @jit(parallel=True)
-def backward_weight(grad_output, x, dilation, pad_low, threads, dw):
-    # Overwrites dw (C, 9). Unit strides.
+def backward_weight(grad_output, x, stride, dilation, pad_low, threads, dw):
+    # Overwrites dw (C, 9). Strides 1 or 2.
     batch, channels = x.shape[:2]
     height, width = x.shape[3], x.shape[4]
     out_h, out_w = grad_output.shape[3], grad_output.shape[4]
     inputs, grads = x.reshape(-1), grad_output.reshape(-1)
     lanes = _lanes(out_w, x.itemsize)
-    walks = _walks(out_h, out_w, lanes, dilation[1], pad_low)
-    out_step = dilation[1] * out_w
+    walks, between, row_step = _walks(out_h, out_w, lanes, stride[2], dilation[1], pad_low)
+    out_step = between * out_w
     workers = min(threads, channels)
     for worker in prange(workers):
         sums = np.empty(TAPS * TAPS * lanes, x.dtype)
@@ -296,13 +353,11 @@ def backward_weight(grad_output, x, dilation, pad_low, threads, dw):
                     at = out_plane + first_out
                     if _CHECKED:
                         _check_walk(inputs, plane, height, width, first_y, first_x,
-                                    dilation, rows, count, grads, at, out_step)
-                    walk_args = (grads, at, out_step, inputs, plane, height, width, first_y,
-                                 first_x, dilation[1], dilation[2], rows, count, sums)
-                    if lanes == WIDE:
-                        _products_wide(*walk_args)
-                    else:
-                        _products_narrow(*walk_args)
+                                    stride[2], row_step, dilation, rows, count, grads, at,
+                                    out_step)
+                    _products_chunk(lanes, stride[2], (
+                        grads, at, out_step, inputs, plane, height, width, first_y, first_x,
+                        row_step, dilation[1], dilation[2], rows, count, sums))
             for t in range(TAPS * TAPS):
                 total = sums[t * lanes]
                 for lane in range(1, lanes):
