@@ -69,7 +69,8 @@ class _Walk:
         self.data, self.plane, self.height, self.width = data, plane, height, width
         self.column = column
         self.in_use = vectors.lanes_below(count)
-        self.loads = Vectors(context, builder, dtype, stride * vectors.lanes)
+        self.loads = vectors if stride == 1 else Vectors(context, builder, dtype,
+                                                         stride * vectors.lanes)
         lanes = self.loads.lane_numbers()
         in_use = self.loads.lanes_below(builder.mul(count, _int(stride)))
         if stride > 1:  # the lanes that the taps take
