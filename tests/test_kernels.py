@@ -167,7 +167,7 @@ def _3x3_depthwise_by_rows(monkeypatch):
 def _without_3x3_depthwise_kernels(monkeypatch):
     """Route 3x3 depthwise problems to the kernels they would take without the 3x3 ones
     (by rows and down columns)."""
-    monkeypatch.setattr(_kernels, "_three_by_three", lambda *args: None)
+    monkeypatch.setattr(_kernels, "_depthwise_3x3", lambda *args: False)
 
 
 def _loop_passes(x, w, dy, window, groups):
@@ -327,6 +327,24 @@ def test_direct_kernels_carry_nan_and_inf_only_to_the_windows_they_are_in(
     assert np.isfinite(dw).any()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_3x3_columns_carry_nan_and_inf_of_a_spread_output_gradient_where_it_reaches(dtype):
+    # With stride 2 the input gradient's vectors are expanding loads of the output
+    # gradient's rows, which start before a row or reach past it (masked off).
+    dy = random(np.random.default_rng(0), (2, 3, 6, 12), dtype)
+    w = random(np.random.default_rng(1), (3, 1, 3, 3), dtype)
+    dy[0, 0, 0, 11] = np.inf
+    dy[0, 1, 3, 0] = np.nan
+    dy[1, 2, 5, 11] = -np.inf
+    dy[1, 0, 2, 7] = np.inf
+    params = {"stride": 2, "padding": 1, "groups": 3}
+    x = np.zeros((2, 3, 11, 24), dtype)
+    dx = fastconv.conv_backward_input(dy, w, x.shape, **params)
+    tolerance = 1e-12 if dtype == np.float64 else 1e-5  # sums of up to 4 products
+    assert_nonfinite_like(dx, torch_conv_passes(x, w, None, dy, **params)[1], tolerance)
+    assert np.isfinite(dx).any()
+
+
 def _depthwise_3x3_problem(input_shape, params, seed, dtype):
     """A 3x3 depthwise problem: its parameters, the groups added, its window, and random
     ``x``, ``w`` and ``dy``."""
@@ -410,7 +428,10 @@ def test_3x3_depthwise_rows_match_torch_the_loops_and_the_other_kernels(case, dt
 # padding, padding on one axis, and padding past the window's extent (the input
 # gradient goes elsewhere); the largest float64 planes they take; batches and channels
 # split unevenly among the threads; stride 2 (the forward pass and the weight gradient:
-# each tap the even lanes of a vector twice as wide; one input row, 20 outputs a row).
+# each tap the even lanes of a vector twice as wide; the input gradient over the output
+# gradient spread out; one input row, 20 outputs a row; no padding, with rows and
+# columns that no window reads; padding past the window's extent; a float64 plane too
+# large for the other passes to go down columns).
 COLUMNS_CASES = [
     ((2, 3, 7, 7), {"padding": 1}),
     ((1, 2, 1, 1), {"padding": 1}),
@@ -425,6 +446,9 @@ COLUMNS_CASES = [
     ((2, 3, 9, 17), {"padding": 1, "stride": 2}),
     ((2, 2, 10, 13), {"padding": (2, 0), "stride": 2, "dilation": (2, 1)}),
     ((1, 2, 1, 40), {"padding": 1, "stride": 2}),
+    ((2, 3, 8, 9), {"stride": 2}),
+    ((1, 2, 5, 6), {"padding": 3, "stride": 2}),
+    ((1, 2, 66, 67), {"padding": 1, "stride": 2}),
 ]
 
 
@@ -446,10 +470,13 @@ def test_3x3_depthwise_columns_match_torch_the_loops_and_the_other_kernels(case,
     monkeypatch.setattr(_kernels._columns, "backward_weight", lambda *args: taken.append(
         "weight gradient") or backward_weight(*args))
     columns = passes()
-    # the input gradient goes down columns where it is the convolution with turned filters
+    # The input gradient goes down columns where it is the convolution with turned
+    # filters, or with stride 2; the other passes on small planes.
     turned = _kernels.stacked_planes(three_d(x.shape[2:]), window.kernel_args())
-    assert taken == (["forward", "input gradient", "weight gradient"] if turned
-                     else ["forward", "weight gradient"])
+    small = x[0, 0].nbytes <= _kernels.COLUMNS_MAX_PLANE_BYTES
+    assert taken == (["forward"] * small
+                     + ["input gradient"] * (turned or window.stride == (2, 2))
+                     + ["weight gradient"] * small)
     _without_3x3_depthwise_kernels(monkeypatch)
     _assert_3x3_passes_close(f"3x3 columns {case} {np.dtype(dtype)}", columns, passes(),
                              x, w, dy, window, params)
@@ -465,6 +492,9 @@ def test_bounds_checking_stops_the_3x3_columns_outside_their_arrays():
     with pytest.raises(IndexError):  # an output with one sample for two
         _kernels._columns.convolve(0, False, x, w, (1, 1, 1), (1, 1, 1), (0, 1, 1), 1,
                                    np.zeros((1, 3, 1, 5, 5)))
+    with pytest.raises(IndexError):  # an input gradient with one sample for two
+        _kernels._columns.convolve(0, True, np.zeros((2, 3, 1, 3, 3)), w, (1, 2, 2),
+                                   (1, 1, 1), (0, 1, 1), 1, np.zeros((1, 3, 1, 5, 5)))
     with pytest.raises(IndexError):  # an output gradient with two channels for three
         _kernels._columns.backward_weight(0, np.zeros((2, 2, 1, 5, 5)), x, (1, 1, 1),
                                           (1, 1, 1), (0, 1, 1), 1, w)
@@ -508,8 +538,11 @@ def test_3x3_depthwise_kernels_take_3x3_planes_by_size_and_stride(monkeypatch):
         fastconv.conv(x, w, padding=1, groups=4)
         fastconv.conv_backward_input(x, w, x.shape, padding=1, groups=4)
         fastconv.conv_backward_weight(x, x, w.shape, padding=1, groups=4)
+    # with stride 2 the input gradient goes down columns on planes of any size
+    fastconv.conv_backward_input(np.ones((2, 4, *(-(-n // 2) for n in large))), w,
+                                 (2, 4, *large), stride=2, padding=1, groups=4)
     assert taken == ["rows", "rows", "stacked weight gradient",
-                     "columns", "columns", "columns weight gradient"]
+                     "columns", "columns", "columns weight gradient", "columns"]
 
 
 @pytest.mark.parametrize(("size", "kernel", "stride", "taker"), [

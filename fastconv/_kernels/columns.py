@@ -13,15 +13,19 @@ their input rows in turn, so each residue of ``r`` modulo ``d`` is a walk of its
 With stride 2 (in rows and columns) a tap's vector is the even lanes of a masked load
 twice as wide, and each output row loads its three input rows. Each chunk walks the
 whole plane, so the kernels take planes that stay in the L1 cache
-(``COLUMNS_MAX_PLANE_BYTES`` in :mod:`fastconv._kernels`).
+(``COLUMNS_MAX_PLANE_BYTES`` in :mod:`fastconv._kernels`). The input gradient of a
+convolution with stride 2 is the convolution, with unit stride, of the output gradient
+spread out, a zero between adjacent elements: a tap's vector is an expanding load, its
+elements in every other lane, and every other input row is zero. It reads the output
+gradient, a quarter of the plane, and takes planes of any size.
 
 The walks are LLVM IR (:class:`.vector.Vectors`): Numba has no vector type, and LLVM
 fully unrolls a Numba loop over a chunk's lanes into scalar code before its vectoriser
 sees it. A chunk is a 64-byte vector, 16 lanes of float32 or 8 of float64, or 8 lanes
 of float32 for rows of up to 8.
 
-:func:`convolve` computes the forward pass and, with the filters turned by 180 degrees
-and unit strides, the input gradient; planes are tasks, split into contiguous ranges
+:func:`convolve` computes the forward pass and, with the filters turned by 180 degrees,
+the input gradient; planes are tasks, split into contiguous ranges
 among the threads as on the stacked planes. :func:`backward_weight` adds each walk's
 products into nine vector sums, one per kernel offset, held in registers; a channel's
 samples go to one thread, and its sums are added across lanes at the end, in a fixed
@@ -60,13 +64,20 @@ class _Walk:
     padding), ``count`` the chunk's lanes in use; ``width`` and ``height`` are the input
     plane's, ``dilation_w`` the step between a window's columns, ``stride`` (1 or 2)
     the step between the windows of adjacent outputs, in rows and columns. With stride
-    2 a window row's taps are the even lanes of masked loads twice as wide."""
+    2 a window row's taps are the even lanes of masked loads twice as wide.
+
+    With ``spread`` 2 (and stride 1) the walk reads the plane spread out, a zero between
+    adjacent elements in rows and columns (``2 * height - 1`` by ``2 * width - 1``), as
+    the input gradient of a convolution with stride 2 does: a tap's vector is an
+    expanding load into the lanes that fall on the plane's elements, and the rows
+    between them are zero."""
 
     def __init__(self, context, vectors, dtype, data, plane, height, width, column,
-                 dilation_w, count, stride):
+                 dilation_w, count, stride, spread=1):
         builder = vectors.builder
         self.vectors, self.builder, self.stride = vectors, builder, stride
-        self.data, self.plane, self.height, self.width = data, plane, height, width
+        self.data, self.plane, self.width = data, plane, width
+        self.spread, self.height = spread, height
         self.column = column
         self.in_use = vectors.lanes_below(count)
         self.loads = vectors if stride == 1 else Vectors(context, builder, dtype,
@@ -83,15 +94,42 @@ class _Walk:
             tap_columns = builder.add(columns, self.loads.splat(shift))
             inside = builder.and_(
                 builder.icmp_signed(">=", tap_columns, self.loads.splat(_int(0))),
-                builder.icmp_signed("<", tap_columns, self.loads.splat(width)))
+                builder.icmp_signed("<", tap_columns,
+                                    self.loads.splat(self._spread_out(width))))
+            if spread == 2:  # columns between the plane's
+                inside = builder.and_(inside, builder.icmp_signed(
+                    "==", builder.and_(tap_columns, self.loads.splat(_int(1))),
+                    self.loads.splat(_int(0))))
             self.masks.append(builder.and_(inside, in_use))
+        if spread == 2:
+            # a tap's first element: the first at or after its first lane's column
+            self.firsts = [
+                builder.ashr(builder.add(builder.add(column, shift), _int(1)), _int(1))
+                for shift in self.shifts]
+            self.firsts = [builder.select(builder.icmp_signed("<", first, _int(0)), _int(0),
+                                          first) for first in self.firsts]
+
+    def _spread_out(self, size):
+        """The spread plane's rows or columns for ``size`` of the plane's."""
+        if self.spread == 1:
+            return size
+        return self.builder.sub(self.builder.mul(size, _int(2)), _int(1))
 
     def input_row(self, y):
         """The three vectors of input row ``y`` that a window row's taps read: zeros if
-        it is outside the plane."""
+        it is outside the plane (or between its rows, spread out)."""
         builder, loads = self.builder, self.loads
-        inside = loads.splat(builder.and_(builder.icmp_signed(">=", y, _int(0)),
-                                          builder.icmp_signed("<", y, self.height)))
+        inside = builder.and_(builder.icmp_signed(">=", y, _int(0)),
+                              builder.icmp_signed("<", y, self._spread_out(self.height)))
+        if self.spread == 2:
+            inside = builder.and_(inside, builder.icmp_signed(
+                "==", builder.and_(y, _int(1)), _int(0)))
+            start = builder.add(self.plane, builder.mul(builder.ashr(y, _int(1)), self.width))
+            inside = loads.splat(inside)
+            return [loads.expand_load(self.data, builder.add(start, first),
+                                      builder.and_(mask, inside))
+                    for first, mask in zip(self.firsts, self.masks)]
+        inside = loads.splat(inside)
         start = builder.add(builder.add(self.plane, builder.mul(y, self.width)), self.column)
         row = [loads.load(self.data, builder.add(start, shift), builder.and_(mask, inside))
                for shift, mask in zip(self.shifts, self.masks)]
@@ -148,9 +186,10 @@ class _Walk:
         return results
 
 
-def _convolve_walk(lanes, stride):
+def _convolve_walk(lanes, stride, spread=1):
     """An intrinsic: a walk of the forward pass down a chunk of ``lanes``, with
-    ``stride``."""
+    ``stride`` (or of the input gradient of a stride-2 convolution, with ``spread`` 2:
+    see :class:`_Walk`)."""
 
     @intrinsic
     def walk(typingctx, source, plane, height, width, first_y, column, row_step,
@@ -165,7 +204,7 @@ def _convolve_walk(lanes, stride):
             vectors = Vectors(context, builder, dtype, lanes)
             chunk = _Walk(context, vectors, dtype,
                           array_data(context, builder, signature.args[0], args[0]), plane,
-                          height, width, column, dilation_w, count, stride)
+                          height, width, column, dilation_w, count, stride, spread)
             filter_data = array_data(context, builder, signature.args[9], args[9])
             taps = [vectors.splat(builder.load(builder.gep(
                 filter_data, [builder.add(first_filter, _int(t))]))) for t in range(TAPS ** 2)]
@@ -232,13 +271,19 @@ def _products_walk(lanes, stride):
 
 _convolve_narrow, _convolve_wide = _convolve_walk(NARROW, 1), _convolve_walk(WIDE, 1)
 _convolve_narrow_2, _convolve_wide_2 = _convolve_walk(NARROW, 2), _convolve_walk(WIDE, 2)
+_spread_narrow, _spread_wide = _convolve_walk(NARROW, 1, 2), _convolve_walk(WIDE, 1, 2)
 _products_narrow, _products_wide = _products_walk(NARROW, 1), _products_walk(WIDE, 1)
 _products_narrow_2, _products_wide_2 = _products_walk(NARROW, 2), _products_walk(WIDE, 2)
 
 
 @jit(inline=True)
-def _convolve_chunk(lanes, stride, walk_args):
-    if stride == 1:
+def _convolve_chunk(lanes, stride, spread, walk_args):
+    if spread == 2:
+        if lanes == WIDE:
+            _spread_wide(*walk_args)
+        else:
+            _spread_narrow(*walk_args)
+    elif stride == 1:
         if lanes == WIDE:
             _convolve_wide(*walk_args)
         else:
@@ -269,17 +314,20 @@ def _lanes(out_w, itemsize):
 
 
 @jit(inline=True)
-def _check_walk(planes, plane, height, width, first_y, column, stride, row_step, dilation,
-                rows, count, outputs, at, out_step):
+def _check_walk(planes, plane, height, width, first_y, column, stride, spread, row_step,
+                dilation, rows, count, outputs, at, out_step):
     """In bounds-checked builds, index the first and last element that a walk reads in
-    each input row and reads or writes in each output row."""
+    each input row and reads or writes in each output row (see :class:`_Walk`)."""
     first = max(0, column)
-    last = min(width, column + stride * (count - 1) + (TAPS - 1) * dilation[2] + 1)
+    last = min(spread * (width - 1) + 1,
+               column + stride * (count - 1) + (TAPS - 1) * dilation[2] + 1)
+    first, last = (first + spread - 1) // spread, (last - 1) // spread + 1  # the plane's
     for r in range(rows):
         outputs[at + r * out_step], outputs[at + r * out_step + count - 1]
         for i in range(TAPS):
             y = first_y + r * row_step + i * dilation[1]
-            if 0 <= y < height and first < last:
+            if 0 <= y < spread * (height - 1) + 1 and y % spread == 0 and first < last:
+                y //= spread
                 planes[plane + y * width + first], planes[plane + y * width + last - 1]
 
 
@@ -302,8 +350,8 @@ def _walks(out_h, out_w, lanes, stride, dilation_h, pad_low):
 @jit(parallel=True)
 def convolve(turned, source, weight, stride, dilation, pad_low, threads, target):
     # The forward pass, x (source) into y (target), strides 1 or 2; with ``turned`` the
-    # input gradient: dy into dx, the filters turned, pad_low the turned padding, unit
-    # strides. Overwrites target.
+    # input gradient, dy into dx: the filters turned, pad_low the turned padding, dy read
+    # spread out by the stride (see _Walk). Overwrites target.
     batch, channels = source.shape[:2]
     height, width = source.shape[3], source.shape[4]
     out_h, out_w = target.shape[3], target.shape[4]
@@ -314,7 +362,8 @@ def convolve(turned, source, weight, stride, dilation, pad_low, threads, target)
         for t in range(volume):
             filters[c * volume + t] = weight[c, volume - 1 - t if turned else t]
     lanes = _lanes(out_w, source.itemsize)
-    walks, between, row_step = _walks(out_h, out_w, lanes, stride[2], dilation[1], pad_low)
+    walk_stride, spread = (1, stride[2]) if turned else (stride[2], 1)
+    walks, between, row_step = _walks(out_h, out_w, lanes, walk_stride, dilation[1], pad_low)
     out_step = between * out_w
     planes = batch * channels
     workers = min(threads, planes)
@@ -324,9 +373,10 @@ def convolve(turned, source, weight, stride, dilation, pad_low, threads, target)
             for first_y, first_x, first_out, rows, count in walks:
                 at = out_plane + first_out
                 if _CHECKED:
-                    _check_walk(sources, plane, height, width, first_y, first_x, stride[2],
-                                row_step, dilation, rows, count, targets, at, out_step)
-                _convolve_chunk(lanes, stride[2], (
+                    _check_walk(sources, plane, height, width, first_y, first_x, walk_stride,
+                                spread, row_step, dilation, rows, count, targets, at,
+                                out_step)
+                _convolve_chunk(lanes, walk_stride, spread, (
                     sources, plane, height, width, first_y, first_x, row_step, dilation[1],
                     dilation[2], filters, p % channels * volume, targets, at, out_step, rows,
                     count))
@@ -354,7 +404,7 @@ def backward_weight(grad_output, x, stride, dilation, pad_low, threads, dw):
                     at = out_plane + first_out
                     if _CHECKED:
                         _check_walk(inputs, plane, height, width, first_y, first_x,
-                                    stride[2], row_step, dilation, rows, count, grads, at,
+                                    stride[2], 1, row_step, dilation, rows, count, grads, at,
                                     out_step)
                     _products_chunk(lanes, stride[2], (
                         grads, at, out_step, inputs, plane, height, width, first_y, first_x,

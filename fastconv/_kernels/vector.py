@@ -48,6 +48,10 @@ class Vectors:
         self._store = cgutils.get_or_insert_function(
             module, ir.FunctionType(ir.VoidType(), [self.type, pointer, _INT32, mask_type]),
             f"llvm.masked.store.{name}.p0")
+        self._expand = cgutils.get_or_insert_function(
+            module, ir.FunctionType(self.type, [self.type.element.as_pointer(), mask_type,
+                                                self.type]),
+            f"llvm.masked.expandload.{name}")
         self._fma = cgutils.get_or_insert_function(
             module, ir.FunctionType(self.type, [self.type] * 3), f"llvm.fmuladd.{name}")
 
@@ -74,6 +78,12 @@ class Vectors:
         return self.builder.call(self._load, [self._pointer(data, index),
                                               ir.Constant(_INT32, 1), mask,
                                               ir.Constant(self.type, None)])
+
+    def expand_load(self, data, index, mask):
+        """The lanes of ``mask`` in turn take the elements from ``data[index]`` on; the
+        others are zero."""
+        return self.builder.call(self._expand, [self.builder.gep(data, [index]), mask,
+                                                ir.Constant(self.type, None)])
 
     def store(self, value, data, index, mask):
         self.builder.call(self._store, [value, self._pointer(data, index),
