@@ -430,8 +430,8 @@ def test_3x3_depthwise_rows_match_torch_the_loops_and_the_other_kernels(case, dt
 # split unevenly among the threads; stride 2 (the forward pass and the weight gradient:
 # each tap the even lanes of a vector twice as wide; the input gradient over the output
 # gradient spread out; one input row, 20 outputs a row; no padding, with rows and
-# columns that no window reads; padding past the window's extent; a float64 plane too
-# large for the other passes to go down columns).
+# columns that no window reads; padding past the window's extent; planes too large for
+# the other passes to go down columns, but for those in float32 with stride 2).
 COLUMNS_CASES = [
     ((2, 3, 7, 7), {"padding": 1}),
     ((1, 2, 1, 1), {"padding": 1}),
@@ -449,6 +449,7 @@ COLUMNS_CASES = [
     ((2, 3, 8, 9), {"stride": 2}),
     ((1, 2, 5, 6), {"padding": 3, "stride": 2}),
     ((1, 2, 66, 67), {"padding": 1, "stride": 2}),
+    ((1, 2, 100, 98), {"padding": 1, "stride": 2}),
 ]
 
 
@@ -471,12 +472,14 @@ def test_3x3_depthwise_columns_match_torch_the_loops_and_the_other_kernels(case,
         "weight gradient") or backward_weight(*args))
     columns = passes()
     # The input gradient goes down columns where it is the convolution with turned
-    # filters, or with stride 2; the other passes on small planes.
+    # filters, or with stride 2; the other passes on small planes, and in float32 with
+    # stride 2 (on rows shorter than the 3x3 rows take).
     turned = _kernels.stacked_planes(three_d(x.shape[2:]), window.kernel_args())
-    small = x[0, 0].nbytes <= _kernels.COLUMNS_MAX_PLANE_BYTES
-    assert taken == (["forward"] * small
+    others = (x[0, 0].nbytes <= _kernels.COLUMNS_MAX_PLANE_BYTES
+              or (x.dtype == np.float32 and window.stride == (2, 2)))
+    assert taken == (["forward"] * others
                      + ["input gradient"] * (turned or window.stride == (2, 2))
-                     + ["weight gradient"] * small)
+                     + ["weight gradient"] * others)
     _without_3x3_depthwise_kernels(monkeypatch)
     _assert_3x3_passes_close(f"3x3 columns {case} {np.dtype(dtype)}", columns, passes(),
                              x, w, dy, window, params)
@@ -517,6 +520,9 @@ def test_3x3_depthwise_kernels_take_3x3_planes_by_size_and_stride(monkeypatch):
     assert kernel((large[0], 2 * wide + 1), padding=1, stride=2) == "rows"
     assert kernel((2 * large[0], wide - 1), padding=1) is None  # the stacked planes
     assert kernel((5, 5), padding=1, stride=2) == "columns"
+    # larger planes with stride 2, where the rows do not take them: float32 only
+    assert kernel((2 * large[0], wide), padding=1, stride=2, dtype=np.float32) == "columns"
+    assert kernel((2 * large[0], wide), padding=1, stride=2) is None
     assert kernel((5, 5), padding=1, stride=(1, 2)) is None  # the channel blocks
     assert kernel((5, 5), padding=1, stride=3) is None
     assert kernel((5, 5), kernel=5, padding=2) is None
@@ -545,25 +551,30 @@ def test_3x3_depthwise_kernels_take_3x3_planes_by_size_and_stride(monkeypatch):
                      "columns", "columns", "columns weight gradient", "columns"]
 
 
-@pytest.mark.parametrize(("size", "kernel", "stride", "taker"), [
-    (7, 3, 1, "columns"),
-    (14, 3, 1, "columns"),
-    (14, 5, 1, "stacked planes"),
-    (14, 3, 2, "columns"),
-    (14, 3, 3, "channel blocks"),
+@pytest.mark.parametrize(("size", "kernel", "stride", "dtype", "taker"), [
+    (7, 3, 1, np.float64, "columns"),
+    (14, 3, 1, np.float64, "columns"),
+    (14, 5, 1, np.float64, "stacked planes"),
+    (14, 3, 2, np.float64, "columns"),
+    (14, 3, 3, np.float64, "channel blocks"),
+    # larger planes with stride 2, the forward pass by rows on the larger one
+    (112, 3, 2, np.float64, "plane by plane"),
+    (112, 3, 2, np.float32, "columns"),
+    (160, 3, 2, np.float32, "columns"),
 ])
 def test_depthwise_weight_gradient_takes_the_direct_kernels_by_window_and_stride(
-        monkeypatch, size, kernel, stride, taker):
+        monkeypatch, size, kernel, stride, dtype, taker):
     taken = []
     for name, module in [("channel blocks", _kernels._depthwise),
                          ("stacked planes", _kernels._stacked),
-                         ("columns", _kernels._columns)]:
+                         ("columns", _kernels._columns),
+                         ("plane by plane", _kernels._direct)]:
         monkeypatch.setattr(module, "backward_weight",
                             lambda *args, name=name: taken.append(name))
     channels = 16
-    x = np.ones((2, channels, size, size))
-    w = np.ones((channels, 1, kernel, kernel))
-    dy = np.ones((2, channels, -(-size // stride), -(-size // stride)))
+    x = np.ones((2, channels, size, size), dtype)
+    w = np.ones((channels, 1, kernel, kernel), dtype)
+    dy = np.ones((2, channels, -(-size // stride), -(-size // stride)), dtype)
     fastconv.conv_backward_weight(dy, x, w.shape, stride=stride, padding=kernel // 2,
                                   groups=channels)
     assert taken == [taker]

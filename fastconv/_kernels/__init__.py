@@ -106,7 +106,11 @@ def stacked_positions_per_output(window_args) -> float:
 #: stride 2, against the channel blocks, 144 channels: float32 28 x 28 and 56 x 56
 #: 0.34 and 0.46 (forward pass), 0.51 and 0.60 (weight gradient); float64 0.47 and
 #: 0.79, 0.69 and 1.00; 112 x 112, 32 channels, float32 0.36 and 0.41 (not taken),
-#: float64 1.28 and 1.55.
+#: float64 1.28 and 1.55. In float32, with stride 2, larger planes go down columns too
+#: where the rows do not take them (the weight gradient always: see
+#: direct_backward_weight): against the channel blocks, 8 samples, 96 x 96 to 112 x 112
+#: with 32 to 96 channels, and 80 x 80 with 144, 0.18 to 0.42 of the time (forward pass)
+#: and 0.20 to 0.58 (weight gradient); in float64 0.70 to 1.12 and 0.92 to 1.08.
 COLUMNS_MAX_PLANE_BYTES = 32 * 1024
 #: Narrowest output rows on which the other 3x3 depthwise planes go by rows (see
 #: :mod:`.window3`). Measured, 2 threads, 8 samples, forward pass and input gradient
@@ -129,14 +133,23 @@ def _three_by_three(input_shape, weight, window_args):
     and one input and one output channel per group, planes of at most
     :data:`COLUMNS_MAX_PLANE_BYTES` with strides of 1 or 2 go down columns
     (``"columns"``), output rows of at least :data:`WINDOW3_MIN_WIDTH` otherwise by rows
-    (``"rows"``); the others by neither (``None``)."""
+    (``"rows"``), larger float32 planes with stride 2 down columns too, and the others
+    by neither (``None``)."""
     kernel, stride, _, _, output_size = window_args
     if not _depthwise_3x3(input_shape, weight, kernel):
         return None
     plane_bytes = input_shape[3] * input_shape[4] * weight.itemsize
     if stride in ((1, 1, 1), (1, 2, 2)) and plane_bytes <= COLUMNS_MAX_PLANE_BYTES:
         return "columns"
-    return "rows" if output_size[2] >= WINDOW3_MIN_WIDTH else None
+    if output_size[2] >= WINDOW3_MIN_WIDTH:
+        return "rows"
+    return "columns" if _float32_stride_2(stride, weight) else None
+
+
+def _float32_stride_2(stride, weight) -> bool:
+    """Whether float32 3x3 depthwise planes of any size go down columns (see
+    :data:`COLUMNS_MAX_PLANE_BYTES`)."""
+    return stride == (1, 2, 2) and weight.itemsize == 4
 
 
 def _direct_work(grad_or_y, weight) -> int:
@@ -226,7 +239,11 @@ def direct_backward_input(grad_output, weight, window_args, dx):
 def direct_backward_weight(grad_output, x, window_args, dw):
     """Overwrite ``dw`` ``(K, C/G * vol)`` with the weight gradient."""
     kernel, stride, dilation, pad_low, _ = window_args
-    if _three_by_three(x.shape, dw, window_args) == "columns":
+    # Also in float32 with stride 2 where the forward pass goes by rows: against the
+    # channel blocks, 8 samples, 160 x 160 and 224 x 224 with 32 and 16 channels, 0.56
+    # and 0.63 of the time.
+    if _three_by_three(x.shape, dw, window_args) == "columns" or (
+            _float32_stride_2(stride, dw) and _depthwise_3x3(x.shape, dw, kernel)):
         _columns.backward_weight(_direct_work(grad_output, dw), grad_output, x, stride,
                                  dilation, pad_low, numba.get_num_threads(), dw)
         return
