@@ -89,25 +89,22 @@ class _Walk:
             in_use = builder.and_(in_use, ir.Constant(in_use.type, taken))
         columns = builder.add(self.loads.splat(column), lanes)
         self.shifts = [builder.mul(dilation_w, _int(j)) for j in range(TAPS)]
-        self.masks = []
+        self.masks, self.firsts = [], []
         for shift in self.shifts:
             tap_columns = builder.add(columns, self.loads.splat(shift))
             inside = builder.and_(
                 builder.icmp_signed(">=", tap_columns, self.loads.splat(_int(0))),
                 builder.icmp_signed("<", tap_columns,
                                     self.loads.splat(self._spread_out(width))))
-            if spread == 2:  # columns between the plane's
+            if spread == 2:  # not the columns between the plane's
                 inside = builder.and_(inside, builder.icmp_signed(
                     "==", builder.and_(tap_columns, self.loads.splat(_int(1))),
                     self.loads.splat(_int(0))))
+                # the tap's first element: the plane's first at or after its first lane
+                first = builder.ashr(builder.add(builder.add(column, shift), _int(1)), _int(1))
+                self.firsts.append(builder.select(builder.icmp_signed("<", first, _int(0)),
+                                                  _int(0), first))
             self.masks.append(builder.and_(inside, in_use))
-        if spread == 2:
-            # a tap's first element: the first at or after its first lane's column
-            self.firsts = [
-                builder.ashr(builder.add(builder.add(column, shift), _int(1)), _int(1))
-                for shift in self.shifts]
-            self.firsts = [builder.select(builder.icmp_signed("<", first, _int(0)), _int(0),
-                                          first) for first in self.firsts]
 
     def _spread_out(self, size):
         """The spread plane's rows or columns for ``size`` of the plane's."""
