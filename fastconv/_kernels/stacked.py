@@ -11,29 +11,42 @@ stack, which LLVM vectorises, however short the planes' own rows. The outputs'
 extended layout, ``ext``, holds the columns past the output's width and the rows
 between the samples' outputs too; they are computed and dropped.
 
-Offsets are taken three at a time, so that each pass over ``ext`` loads and stores it
-once for three products, and target channels two at a time, each pair of ``ext`` from
-the same loads of the buffer; the multiply-adds are fused (fastmath's ``contract``
-flag alone: rounded once, as BLAS rounds them). Each task is one group of channels and
-a group of samples: it stacks the group's source channels, then sums its target
-channels in ``ext``. Each worker thread reuses its buffers from task to task, their
-padding zeroed once. :func:`convolve` computes the forward pass and, with the filters
-turned, the input gradient; :func:`backward_weight` the weight gradient, whose sums
+:func:`convolve` sums the products of a block of up to eight target channels at once,
+in registers (:func:`_block_sums`, LLVM IR through :class:`.vector.Vectors`): for a few
+vectors of adjacent positions, each term, a source channel's kernel offset, loads the
+buffer's vectors once and multiplies them into the sums of all the block's targets
+(fused multiply-adds, rounded once, as BLAS rounds them), and each sum is stored into
+``ext`` once. Each task is one group of channels and a group of samples: it stacks the
+group's source channels, then sums its target channels block by block. Each worker
+thread reuses its buffers from task to task, their padding zeroed once.
+:func:`convolve` computes the forward pass and, with the filters turned, the input
+gradient; :func:`backward_weight` the weight gradient, whose sums
 over positions are reassociated so that LLVM vectorises them. Arrays are 5-d
 ``(N, C, 1, H, W)`` as in :mod:`.unfold`, the weight ``(K, C/G * kh * kw)`` as in
 :mod:`.direct`.
 """
 
+import numba
 import numpy as np
-from numba import prange
+from llvmlite import ir
+from numba import prange, types
+from numba.extending import intrinsic
 
 from .._config import jit
-from .vector import copy_row
+from .vector import Vectors, array_data, copy_row
 
 #: Samples stacked per task stay within this many bytes, a typical L1 data cache.
 L1_BYTES = 32 * 1024
-#: Offsets taken together in one pass over ``ext``.
+#: Offsets taken together in one pass over the weight gradient's ``ext``.
 FUSED = 3
+#: Bytes of a vector of :func:`_block_sums`: 16 lanes of float32, 8 of float64.
+VECTOR_BYTES = 64
+_CHECKED = numba.config.BOUNDSCHECK
+_INT64 = ir.IntType(64)
+
+
+def _int(value):
+    return ir.Constant(_INT64, value)
 
 
 @jit(inline=True)
@@ -106,37 +119,131 @@ def _buffers(sources, exts, samples, rows, row_length, kernel, dilation, dtype):
             np.zeros((exts, stacked), dtype))
 
 
-@jit(contract=True)
-def _multiply_add(offsets, taps, pair, buffers, first, second):
-    """``first[e] = sum(taps[0, s, t] * buffers[s, offsets[t] + e])`` over the source
-    channels ``s`` and the kernel offsets ``t``; with ``pair``, ``second`` likewise from
-    ``taps[1]``, from the same loads."""
-    length = first.size
-    first[:] = 0
-    if pair:
-        second[:] = 0
-    for source in range(buffers.shape[0]):
-        buffer, weights, others = buffers[source], taps[0, source], taps[1, source]
-        t = 0
-        while t + FUSED <= offsets.size:
-            w0, w1, w2 = weights[t], weights[t + 1], weights[t + 2]
-            v0, v1, v2 = others[t], others[t + 1], others[t + 2]
-            s0 = buffer[offsets[t]:offsets[t] + length]
-            s1 = buffer[offsets[t + 1]:offsets[t + 1] + length]
-            s2 = buffer[offsets[t + 2]:offsets[t + 2] + length]
-            for e in range(length):
-                a, b, c = s0[e], s1[e], s2[e]
-                first[e] += w0 * a + w1 * b + w2 * c
-                if pair:
-                    second[e] += v0 * a + v1 * b + v2 * c
-            t += FUSED
-        for rest in range(t, offsets.size):
-            w0, v0 = weights[rest], others[rest]
-            s0 = buffer[offsets[rest]:offsets[rest] + length]
-            for e in range(length):
-                first[e] += w0 * s0[e]
-                if pair:
-                    second[e] += v0 * s0[e]
+def _block_sums(targets, vectors):
+    """An intrinsic: ``vectors`` adjacent vectors of ``targets`` target channels' sums,
+    each ``ext[k, e + i] = sum(weights[t * targets + k] * flat[starts[t] + e + i])`` over
+    the terms ``t`` (a source channel's kernel offset each) for positions ``i`` below
+    ``count``, where ``flat`` is the buffers' data. The sums stay in registers across
+    the terms: each term loads its vectors once, for all the targets."""
+
+    @intrinsic
+    def block_sums(typingctx, buffers, starts, weights, e, ext, count):
+        def codegen(context, builder, signature, args):
+            _, _, _, e, _, count = args
+            dtype = signature.args[0].dtype
+            lanes = VECTOR_BYTES // context.get_abi_sizeof(context.get_data_type(dtype))
+            vec = Vectors(context, builder, dtype, lanes)
+            flat = array_data(context, builder, signature.args[0], args[0])
+            start_data = array_data(context, builder, signature.args[1], args[1])
+            weight_data = array_data(context, builder, signature.args[2], args[2])
+            ext_array = context.make_array(signature.args[4])(context, builder, args[4])
+            ext_row = builder.extract_value(ext_array.strides, 0)
+            ext_row = builder.sdiv(ext_row, _int(context.get_abi_sizeof(vec.type.element)))
+            terms = builder.extract_value(
+                context.make_array(signature.args[1])(context, builder, args[1]).shape, 0)
+            masks = [vec.lanes_below(builder.sub(count, _int(v * lanes)))
+                     for v in range(vectors)]
+            zero = ir.Constant(vec.type, None)
+            before = builder.block
+            loop = builder.append_basic_block("terms")
+            after = builder.append_basic_block("terms.end")
+            builder.branch(loop)
+            builder.position_at_end(loop)
+            t = builder.phi(_INT64)
+            sums = [[builder.phi(vec.type) for _ in range(vectors)] for _ in range(targets)]
+            start = builder.add(builder.load(builder.gep(start_data, [t])), e)
+            loaded = [vec.load(flat, builder.add(start, _int(v * lanes)), masks[v])
+                      for v in range(vectors)]
+            first_weight = builder.mul(t, _int(targets))
+            following = []
+            for k in range(targets):
+                weight = vec.splat(builder.load(builder.gep(
+                    weight_data, [builder.add(first_weight, _int(k))])))
+                following.append([vec.multiply_add(weight, x, total)
+                                  for x, total in zip(loaded, sums[k])])
+            next_t = builder.add(t, _int(1))
+            end = builder.block
+            t.add_incoming(_int(0), before)
+            t.add_incoming(next_t, end)
+            for phis, updated in zip(sums, following):
+                for phi, value in zip(phis, updated):
+                    phi.add_incoming(zero, before)
+                    phi.add_incoming(value, end)
+            builder.cbranch(builder.icmp_signed("<", next_t, terms), loop, after)
+            builder.position_at_end(after)
+            for k, totals in enumerate(following):
+                row = builder.add(builder.mul(ext_row, _int(k)), e)
+                for v, total in enumerate(totals):
+                    vec.store(total, ext_array.data, builder.add(row, _int(v * lanes)),
+                              masks[v])
+            return context.get_dummy_value()
+
+        return types.void(buffers, starts, weights, e, ext, count), codegen
+
+    return block_sums
+
+
+#: Target channels summed together (see :func:`_block_sums`), and the vectors of
+#: positions each block sums at once: 16 sums in registers, 8 for a single target.
+_BLOCKS = ((8, 2), (4, 4), (2, 8), (1, 8))
+_SUMS_8, _SUMS_4, _SUMS_2, _SUMS_1 = (_block_sums(t, v) for t, v in _BLOCKS)
+
+
+@jit(inline=True)
+def _block_size(remaining):
+    """The largest block of target channels, 8, 4, 2 or 1, not above ``remaining``."""
+    size = 8
+    while size > remaining:
+        size //= 2
+    return size
+
+
+@jit()
+def _multiply_add(block, starts, weights, buffers, ext, length):
+    """``ext[k, e] = sum(weights[t * block + k] * flat[starts[t] + e])`` for ``k`` below
+    ``block`` and ``e`` below ``length``, over the terms ``t``, ``flat`` the buffers'
+    data: :func:`_block_sums` along the positions."""
+    step = 0
+    for size, vectors in _BLOCKS:
+        if size == block:
+            step = vectors * (VECTOR_BYTES // buffers.itemsize)
+    for e in range(0, length, step):
+        count = min(step, length - e)
+        if _CHECKED:  # the first and last element each term and target reads
+            flat = buffers.reshape(-1)
+            flat[starts[0] + e], flat[starts[-1] + e + count - 1]
+            ext[block - 1, e + count - 1], weights[starts.size * block - 1]
+        if block == 8:
+            _SUMS_8(buffers, starts, weights, e, ext, count)
+        elif block == 4:
+            _SUMS_4(buffers, starts, weights, e, ext, count)
+        elif block == 2:
+            _SUMS_2(buffers, starts, weights, e, ext, count)
+        else:
+            _SUMS_1(buffers, starts, weights, e, ext, count)
+
+
+@jit()
+def _blocked_weights(turned, weight, groups, sources, targets, volume):
+    """The filters as :func:`_multiply_add` takes them, block by block of target channels
+    (as :func:`_block_size` cuts them): the block of ``b`` targets from target ``j`` of
+    ``group`` at ``(group * targets + j) * terms``, term-major, ``terms = sources *
+    volume``. With ``turned``, the filters of the input gradient."""
+    terms = sources * volume
+    blocks = np.empty(groups * targets * terms, weight.dtype)
+    for group in range(groups):
+        j = 0
+        while j < targets:
+            block = _block_size(targets - j)
+            at = (group * targets + j) * terms
+            for s in range(sources):
+                for t in range(volume):
+                    for k in range(block):
+                        blocks[at + (s * volume + t) * block + k] = (
+                            weight[group * sources + s, (j + k + 1) * volume - 1 - t]
+                            if turned else weight[group * targets + j + k, s * volume + t])
+            j += block
+    return blocks
 
 
 @jit(parallel=True)
@@ -164,32 +271,32 @@ def convolve(turned, source, weight, kernel, dilation, top, left, threads, targe
     samples = _samples_per_task(batch, sources * rows * row_length, source.itemsize)
     tasks = groups * -(-batch // samples)
     workers = min(threads, tasks)
+    terms = sources * volume
+    blocks = _blocked_weights(turned, weight, groups, sources, targets, volume)
     for worker in prange(workers):
-        buffers, ext = _buffers(sources, 2, samples, rows, row_length, kernel, dilation,
-                                source.dtype)
-        taps = np.zeros((2, sources, volume), source.dtype)
+        buffers, ext = _buffers(sources, _BLOCKS[0][0], samples, rows, row_length, kernel,
+                                dilation, source.dtype)
+        # term s * volume + t: source channel s at kernel offset t
+        starts = np.empty(terms, np.int64)
+        for s in range(sources):
+            for t in range(volume):
+                starts[s * volume + t] = s * buffers.shape[1] + offsets[t]
         for task in _worker_tasks(worker, workers, tasks):
             group, first, count = _task(task, groups, samples, batch)
             for s in range(sources):
                 _stack(source, first, count, group * sources + s, top, left, rows,
                        row_length, buffers[s])
             length = ((count - 1) * rows + out_h) * row_length
-            for j in range(0, targets, 2):  # target channels in pairs, sharing loads
-                pair = j + 1 < targets
-                for k in range(2 if pair else 1):
-                    for s in range(sources):
-                        for t in range(volume):
-                            if turned:
-                                taps[k, s, t] = weight[group * sources + s,
-                                                       (j + k + 1) * volume - 1 - t]
-                            else:
-                                taps[k, s, t] = weight[group * targets + j + k,
-                                                       s * volume + t]
-                _multiply_add(offsets, taps, pair, buffers, ext[0, :length],
-                              ext[1, :length])
-                for k in range(2 if pair else 1):
+            j = 0
+            while j < targets:  # blocks of target channels, sharing the loads
+                block = _block_size(targets - j)
+                at = (group * targets + j) * terms
+                _multiply_add(block, starts, blocks[at:at + block * terms], buffers, ext,
+                              length)
+                for k in range(block):
                     _unstack(ext[k], first, count, group * targets + j + k, rows,
                              row_length, target)
+                j += block
 
 
 @jit(reassociate=True)
