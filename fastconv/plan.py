@@ -131,9 +131,9 @@ class ConvPlan:
         :data:`STACKED_MAX_CHANNEL_PAIRS` pairs of an input and an output channel per
         group (a first layer from 1 or 3 channels, say), unless the outputs are so small
         beside the window that the direct kernels would compute more than
-        :data:`STACKED_MAX_POSITIONS_PER_OUTPUT` positions per output (in float32 with a
-        2-d window up to :data:`FLOAT32_2D_STACKED_MAX_CHANNEL_PAIRS` pairs, the weight
-        gradient then by im2col beyond :data:`STACKED_MAX_CHANNEL_PAIRS`); ``"winograd"``
+        :data:`STACKED_MAX_POSITIONS_PER_OUTPUT` positions per output (with a 2-d window
+        up to :data:`STACKED_2D_MAX_CHANNEL_PAIRS` pairs, the weight gradient then by
+        im2col beyond :data:`STACKED_MAX_CHANNEL_PAIRS`); ``"winograd"``
         where it applies, with at least :data:`WINOGRAD_MIN_CHANNELS` input and output
         channels and outputs at least :data:`WINOGRAD_MIN_OUTPUT_SIDE` wide and high (by
         dtype), if a sample's transformed tiles per thread fit the workspace limit; else
@@ -808,25 +808,26 @@ DIRECT_MAX_GROUP_CHANNELS = 4
 #: 64 1.39 / 1.23. 1x1 windows, which need no im2col, are left to the GEMMs (3.2 to 3.8
 #: times as long on stacked planes).
 STACKED_MAX_CHANNEL_PAIRS = 64
-#: In float32, with a 2-d window, "auto" takes the stacked planes for the forward pass
-#: and the input gradient up to this many pairs, and the GEMM path for the weight
-#: gradient beyond STACKED_MAX_CHANNEL_PAIRS (on 16 to 16 channels the stacked weight
-#: gradient took 1.12 to 1.51 times the GEMMs' time). Forward pass and input gradient, 2
-#: threads, against the path "auto" took before (Winograd or im2col), one process
-#: interleaved, 32 samples: 16 to 16 channels, 3x3, on 32 x 32 0.84 of the time (0.63
-#: and 0.80 for the two passes in another process), on 16 x 16 0.51 and 0.64, on 8 x 8
-#: 0.62, on 56 x 56 (8 samples) 0.92; 5x5 0.65, 7x7 on 64 x 64 (8 samples) 0.69; 3 to 64
-#: 0.90, 4 to 64 0.96, 8 to 32 0.82, 12 to 20 0.79, 6 to 16 with 5x5 0.51, 8 to 16
-#: dilated 0.49. With more pairs it varied (16 to 32 1.01, 32 to 16 0.80, 8 to 64 1.08,
-#: 24 to 24 0.98); on 1-d windows, where im2col copies long rows, 8 to 16 took 0.89 and
-#: 16 to 16 (5 taps) 1.20; in float64 0.67 to 1.16 (16 to 16 on 16 x 16 1.16, 4 to 64
-#: 1.10).
-FLOAT32_2D_STACKED_MAX_CHANNEL_PAIRS = 256
+#: With a 2-d window, "auto" takes the stacked planes for the forward pass and the input
+#: gradient up to this many pairs, and the GEMM path for the weight gradient beyond
+#: STACKED_MAX_CHANNEL_PAIRS (on 16 to 16 channels the stacked weight gradient took 1.12
+#: to 1.51 times the GEMMs' time). Forward pass and input gradient, 2 threads, one
+#: process interleaved, against the path "auto" took otherwise: float32, 16 to 16
+#: channels, 3x3, on 32 x 32 (CIFAR ResNet-20's first layer) 0.84 of the time with the
+#: stacked planes' earlier loops, and the sums held in registers (see
+#: fastconv._kernels.stacked) took 0.48 to 0.84 of those loops' time on 4 to 8 and 16 to
+#: 16 channels; float64 CIFAR ResNet-20's first layer 0.53 of Winograd's time, LeNet-5's
+#: conv2 (6 to 16, 5x5 on 14 x 14) 0.67 and 0.73 of im2col's. With 4096 pairs and more
+#: they took 0.74 to 2.65 times as long (ResNet-50's 3x3/64 and 3x3/256, VGG-16's
+#: conv1_2 and conv3_2, convnet-benchmarks L2 and L3, DeepLab's dilated layer): the
+#: GEMMs run wide there, the stacked planes compute the padding's products too, and
+#: large planes leave the cache.
+STACKED_2D_MAX_CHANNEL_PAIRS = 256
 #: ... unless they would compute more positions than this per output (see
-#: fastconv._kernels.stacked_positions_per_output): 3 to 16 channels, 5x5 on 14 x 14
-#: unpadded (1.96 per output), took 1.18 / 1.32 times as long as the GEMMs; 4 to 8 with
-#: padding 2 (1.65) 0.75 / 0.79 of their time.
-STACKED_MAX_POSITIONS_PER_OUTPUT = 1.75
+#: fastconv._kernels.stacked_positions_per_output): LeNet-5's conv2, unpadded (1.96 per
+#: output), forward pass and input gradient 0.60 and 0.64 of im2col's time in float32,
+#: 0.67 and 0.73 in float64.
+STACKED_MAX_POSITIONS_PER_OUTPUT = 2.0
 #: Fewest input and output channels, and output rows and columns by dtype, for which
 #: "auto" picks Winograd. Measured on the suite's 3x3 layers, 2 threads, forward pass
 #: and input gradient: 0.58 to 0.92 of im2col's time on 32 x 32 and 56 x 56 outputs
@@ -886,8 +887,7 @@ def _choose_algorithm(requested, geometry: ConvGeometry, dtype: np.dtype,
             f"padding {tuple(zip(w.pad_low, w.pad_high))}, padding_mode {g.padding_mode!r}")
     if requested != "auto":
         return requested
-    max_pairs = (FLOAT32_2D_STACKED_MAX_CHANNEL_PAIRS
-                 if dtype == np.float32 and g.rank == 2 else STACKED_MAX_CHANNEL_PAIRS)
+    max_pairs = STACKED_2D_MAX_CHANNEL_PAIRS if g.rank == 2 else STACKED_MAX_CHANNEL_PAIRS
     if _direct_pays(g, kernel_window, max_pairs):
         return "direct"
     if _winograd_pays(g, WINOGRAD_MIN_CHANNELS, WINOGRAD_MIN_OUTPUT_SIDE[dtype.name]):
@@ -913,14 +913,13 @@ def _direct_pays(geometry: ConvGeometry, kernel_window: Window, max_pairs: int) 
 def _choose_weight_algorithm(requested, geometry: ConvGeometry, dtype: np.dtype,
                              kernel_window: Window, chosen: str) -> str:
     """The weight gradient's algorithm: ``chosen`` unless "auto" was requested; then,
-    where ``chosen`` is "direct", the direct kernels up to :data:`STACKED_MAX_CHANNEL_PAIRS`
-    and im2col beyond; elsewhere Winograd or im2col by
-    :data:`WINOGRAD_WEIGHT_MIN_CHANNELS` and :data:`WINOGRAD_WEIGHT_MIN_OUTPUT_SIDE`."""
+    where ``chosen`` is "direct", the direct kernels up to :data:`STACKED_MAX_CHANNEL_PAIRS`;
+    elsewhere, and beyond, Winograd or im2col by :data:`WINOGRAD_WEIGHT_MIN_CHANNELS` and
+    :data:`WINOGRAD_WEIGHT_MIN_OUTPUT_SIDE`."""
     if requested != "auto":
         return chosen
-    if chosen == "direct":
-        return ("direct" if _direct_pays(geometry, kernel_window, STACKED_MAX_CHANNEL_PAIRS)
-                else "gemm")
+    if chosen == "direct" and _direct_pays(geometry, kernel_window, STACKED_MAX_CHANNEL_PAIRS):
+        return "direct"
     if _winograd_pays(geometry, WINOGRAD_WEIGHT_MIN_CHANNELS[dtype.name],
                       WINOGRAD_WEIGHT_MIN_OUTPUT_SIDE):
         return "winograd"

@@ -226,9 +226,11 @@ def test_depthwise_channel_blocks_match_the_loops_and_the_plane_kernels(case, dt
 
 # Problems for the stacked-plane kernels (fastconv._kernels.stacked), all on the direct
 # algorithm (at most 4 channels per group, or few channel pairs): depthwise, groups of
-# several input and output channels, one group (target channels in pairs and with one
-# left over, both ways); offsets three at a time with and without a remainder
-# (5x5: 25; (3, 2): 6; 1x1: 1); symmetric, asymmetric ("same" with an even kernel),
+# several input and output channels, one group (target channels in blocks of 8, 4, 2 and
+# 1: 3, 4, 6, 9, 15 and 16 of them, both ways); the weight gradient's offsets three at a
+# time with and without a remainder (5x5: 25; (3, 2): 6; 1x1: 1); an unpadded 5x5
+# window on 14 x 14 (1.96 positions per output); symmetric, asymmetric ("same" with an
+# even kernel),
 # no and one-sided padding; dilation; rank 1; batches stacked whole or in groups, the
 # last one partial (float64 planes of 34 x 42 fit 2 to a task: 5 samples in 2 + 2 + 1).
 STACKED_CASES = [
@@ -245,6 +247,8 @@ STACKED_CASES = [
     ((2, 3, 9, 9), (4, 3, 3, 3), {"padding": (0, 1)}),
     ((2, 4, 17), (8, 1, 3), {"padding": 1, "groups": 4}),
     ((2, 3, 12, 12), (16, 3, 3, 3), {"padding": 1}),
+    ((2, 6, 9, 13), (15, 6, 3, 3), {"padding": 1}),
+    ((3, 16, 14, 14), (9, 16, 5, 5), {}),
 ]
 
 
@@ -501,6 +505,21 @@ def test_bounds_checking_stops_the_3x3_columns_outside_their_arrays():
     with pytest.raises(IndexError):  # an output gradient with two channels for three
         _kernels._columns.backward_weight(0, np.zeros((2, 2, 1, 5, 5)), x, (1, 1, 1),
                                           (1, 1, 1), (0, 1, 1), 1, w)
+
+
+@pytest.mark.skipif(not numba.config.BOUNDSCHECK,
+                    reason="an out-of-bounds access is safe to provoke only when bounds-checked")
+def test_bounds_checking_stops_the_stacked_sums_outside_their_buffers():
+    # The sums' vector loads and stores are not bounds-checked by Numba; bounds-checked
+    # builds index the first and last element that each vector's terms read and write.
+    buffers, ext = np.zeros((2, 40)), np.zeros((4, 40))
+    starts = np.array([0, 45])  # the second source channel, 5 elements along
+    weights = np.zeros(2 * 4)
+    stacked._multiply_add(4, starts, weights, buffers, ext, 35)  # reads up to the end
+    with pytest.raises(IndexError):  # a length reading past the buffers
+        stacked._multiply_add(4, starts, weights, buffers, ext, 36)
+    with pytest.raises(IndexError):  # a block of 4 target channels into 3 sums
+        stacked._multiply_add(4, starts, weights, buffers, ext[:3], 35)
 
 
 def test_3x3_depthwise_kernels_take_3x3_planes_by_size_and_stride(monkeypatch):

@@ -306,36 +306,37 @@ def test_auto_takes_stacked_planes_for_few_channel_pairs_with_unit_strides():
 
     # the cases straddle the limits
     assert 8 * 8 <= fastconv.plan.STACKED_MAX_CHANNEL_PAIRS < 3 * 32
-    assert 18 * 18 / 196 <= fastconv.plan.STACKED_MAX_POSITIONS_PER_OUTPUT < 14 * 14 / 100
+    assert 14 * 14 / 100 <= fastconv.plan.STACKED_MAX_POSITIONS_PER_OUTPUT < 14 * 14 / 64
     assert algorithm((1, 16, 8), (16, 8, 3), groups=2) == "direct"  # 8 x 8 per group
     assert algorithm((1, 1, 8), (16, 1, 3)) == "direct"
     assert algorithm((2, 1, 28, 28), (6, 1, 5, 5), padding=2) == "direct"  # LeNet's conv1
     assert algorithm((2, 3, 9, 9), (16, 3, 3, 3), padding=1, padding_mode="reflect") == "direct"
     assert algorithm((2, 3, 9, 9), (16, 3, 3, 3), padding=1, stride=2) == "gemm"
-    assert algorithm((2, 3, 9, 9), (32, 3, 3, 3), padding=1) == "gemm"  # 96 pairs
+    assert algorithm((2, 3, 40), (32, 3, 3), padding=1) == "gemm"  # 96 pairs, 1-d
+    assert algorithm((2, 3, 9, 9), (32, 3, 3, 3), padding=1) == "direct"  # 2-d
     assert algorithm((2, 8, 9, 9), (8, 8, 1, 1)) == "gemm"  # a 1x1 window needs no im2col
     assert algorithm((2, 2, 6, 6, 6), (8, 2, 3, 3, 3), padding=1) == "gemm"  # 3-d
-    # 5x5 on 14 x 14: 18 x 18 positions computed per 196 outputs (1.65), or, unpadded,
-    # 14 x 14 per 100 (1.96)
-    assert algorithm((2, 3, 14, 14), (16, 3, 5, 5), padding=2) == "direct"
-    assert algorithm((2, 3, 14, 14), (16, 3, 5, 5)) == "gemm"
+    # on 14 x 14, unpadded: 5x5 computes 14 x 14 positions per 100 outputs (1.96), 7x7
+    # 14 x 14 per 64 (3.06)
+    assert algorithm((2, 3, 14, 14), (16, 3, 5, 5)) == "direct"
+    assert algorithm((2, 3, 14, 14), (16, 3, 7, 7)) == "gemm"
 
 
-def test_auto_takes_stacked_planes_for_float32_passes_with_more_channel_pairs():
-    """In float32, 2-d windows of up to FLOAT32_2D_STACKED_MAX_CHANNEL_PAIRS channel pairs
-    run the forward pass and the input gradient on stacked planes and, beyond
-    STACKED_MAX_CHANNEL_PAIRS, the weight gradient by im2col."""
+def test_auto_takes_stacked_planes_for_2d_passes_with_more_channel_pairs():
+    """2-d windows of up to STACKED_2D_MAX_CHANNEL_PAIRS channel pairs run the forward
+    pass and the input gradient on stacked planes and, beyond STACKED_MAX_CHANNEL_PAIRS,
+    the weight gradient by im2col."""
     def algorithms(input_shape, weight_shape, dtype=np.float32):
         plan = ConvPlan(input_shape, weight_shape, padding=1, dtype=dtype)
         return plan.algorithm, plan.backward_weight_algorithm
 
     assert fastconv.plan.STACKED_MAX_CHANNEL_PAIRS < 16 * 16
-    assert 16 * 16 <= fastconv.plan.FLOAT32_2D_STACKED_MAX_CHANNEL_PAIRS < 16 * 32
+    assert 16 * 16 <= fastconv.plan.STACKED_2D_MAX_CHANNEL_PAIRS < 16 * 32
     assert algorithms((2, 16, 32, 32), (16, 16, 3, 3)) == ("direct", "gemm")
     assert algorithms((2, 3, 32, 32), (64, 3, 3, 3)) == ("direct", "gemm")
     assert algorithms((2, 8, 32, 32), (8, 8, 3, 3)) == ("direct", "direct")
     assert algorithms((2, 16, 32, 32), (32, 16, 3, 3)) == ("winograd", "gemm")
-    assert algorithms((2, 16, 32, 32), (16, 16, 3, 3), np.float64) == ("winograd", "winograd")
+    assert algorithms((2, 16, 32, 32), (16, 16, 3, 3), np.float64) == ("direct", "winograd")
     assert algorithms((2, 16, 400), (16, 16, 3)) == ("gemm", "gemm")  # 1-d
 
 
@@ -558,11 +559,13 @@ def test_winograd_chunks_samples_under_the_workspace_limit():
     np.testing.assert_allclose(chunked.backward_weight(dy, x), whole.backward_weight(dy, x),
                                rtol=1e-13, atol=1e-13)
     # too small for a sample per thread: "auto" takes the GEMM path, "winograd" is refused
-    wide, wide_threads = (2, 16, 28, 28), min(numba.config.NUMBA_NUM_THREADS, 2)
-    wide_sample = 16 * (16 + 16) * 14 * 14 * 8
-    wide_filters = max(16 + 9, 17 * wide_threads) * 16 * 16 * 8
-    assert ConvPlan(wide, weight_shape, padding=1).algorithm == "winograd"
-    fallback = ConvPlan(wide, weight_shape, padding=1,
+    # (with 16 output channels "auto" would take the stacked planes)
+    wide, wide_weight = (2, 16, 28, 28), (32, 16, 3, 3)
+    wide_threads = min(numba.config.NUMBA_NUM_THREADS, 2)
+    wide_sample = 16 * (16 + 32) * 14 * 14 * 8
+    wide_filters = max(16 + 9, 17 * wide_threads) * 16 * 32 * 8
+    assert ConvPlan(wide, wide_weight, padding=1).algorithm == "winograd"
+    fallback = ConvPlan(wide, wide_weight, padding=1,
                         workspace_limit=wide_filters + wide_threads * wide_sample - 1)
     assert (fallback.algorithm, fallback.backward_weight_algorithm) == ("gemm", "gemm")
     tiny = filters + threads * per_sample - 1
@@ -578,13 +581,14 @@ def _algorithms(*args, **kwargs):
 def test_winograd_algorithm_argument():
     wide = (1, 16, 28, 30)
     # float64: every pass by Winograd down to 14 rows, the weight gradient down to 10
-    assert _algorithms(wide, (16, 16, 3, 3), padding=1) == ("winograd", "winograd")
-    assert _algorithms((1, 16, 14, 30), (16, 16, 3, 3), padding=1) == ("winograd", "winograd")
-    assert _algorithms((1, 16, 13, 30), (16, 16, 3, 3), padding=1) == ("gemm", "winograd")
-    assert _algorithms((1, 16, 10, 30), (16, 16, 3, 3), padding=1) == ("gemm", "winograd")
-    assert _algorithms((1, 16, 9, 30), (16, 16, 3, 3), padding=1) == ("gemm", "gemm")
-    assert _algorithms(wide, (16, 16, 3, 3), padding=1, algorithm="gemm") == ("gemm", "gemm")
-    assert _algorithms((1, 8, 28, 30), (16, 8, 3, 3), padding=1) == ("gemm", "gemm")  # 8 inputs
+    # (16 to 16 channels take the stacked planes)
+    assert _algorithms(wide, (32, 16, 3, 3), padding=1) == ("winograd", "winograd")
+    assert _algorithms((1, 16, 14, 30), (32, 16, 3, 3), padding=1) == ("winograd", "winograd")
+    assert _algorithms((1, 16, 13, 30), (32, 16, 3, 3), padding=1) == ("gemm", "winograd")
+    assert _algorithms((1, 16, 10, 30), (32, 16, 3, 3), padding=1) == ("gemm", "winograd")
+    assert _algorithms((1, 16, 9, 30), (32, 16, 3, 3), padding=1) == ("gemm", "gemm")
+    assert _algorithms(wide, (32, 16, 3, 3), padding=1, algorithm="gemm") == ("gemm", "gemm")
+    assert _algorithms((1, 8, 28, 30), (64, 8, 3, 3), padding=1) == ("gemm", "gemm")  # 8 inputs
     # float32: the forward pass and input gradient down to 28 rows, the weight gradient
     # from 128 channels on (16 to 16 channels take the stacked planes)
     assert _algorithms(wide, (32, 16, 3, 3), padding=1,
@@ -597,7 +601,7 @@ def test_winograd_algorithm_argument():
                        algorithm="winograd") == ("winograd", "winograd")
     # a GEMM plan's Winograd weight gradient against the GEMM one's
     rng = np.random.default_rng(11)
-    mixed = ConvPlan((3, 16, 12, 11), (16, 16, 3, 3), padding=1)
+    mixed = ConvPlan((3, 16, 12, 11), (32, 16, 3, 3), padding=1)
     assert (mixed.algorithm, mixed.backward_weight_algorithm) == ("gemm", "winograd")
     x, dy = random(rng, mixed.input_shape), random(rng, mixed.output_shape)
     np.testing.assert_allclose(
@@ -605,7 +609,7 @@ def test_winograd_algorithm_argument():
         ConvPlan(mixed.input_shape, mixed.weight_shape, padding=1,
                  algorithm="gemm").backward_weight(dy, x), rtol=1e-12, atol=1e-12)
     assert ConvPlan(wide, (16, 16, 3, 3), stride=2).algorithm == "gemm"
-    assert ConvPlan(wide, (16, 16, 3, 3), padding=1,
+    assert ConvPlan(wide, (32, 16, 3, 3), padding=1,
                     padding_mode="reflect").algorithm == "gemm"
     for params in ({"stride": 2}, {"dilation": 2}, {"groups": 2}, {"padding": 3},
                    {"padding": 1, "padding_mode": "circular"}):
