@@ -295,7 +295,8 @@ def test_stacked_planes_match_torch_the_loops_and_the_plane_kernels(case, dtype,
 
 # float32 rows of 12 go down columns in vectors of 16 lanes, float64 ones in two of 8
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("kernels", ["stacked planes", "3x3 rows", "3x3 columns"])
+@pytest.mark.parametrize("kernels", ["stacked planes", "stacked planes, 4 to 8 channels",
+                                     "3x3 rows", "3x3 columns"])
 def test_direct_kernels_carry_nan_and_inf_only_to_the_windows_they_are_in(
         monkeypatch, kernels, dtype):
     # Border elements are where the stacked layout puts a row's neighbours side by side
@@ -304,18 +305,23 @@ def test_direct_kernels_carry_nan_and_inf_only_to_the_windows_they_are_in(
     # 3x3 columns' vectors start before a row or reach past it (masked off): the kept
     # outputs must not see them. The 3x3 rows take the forward pass and the input
     # gradient, the weight gradient then going on stacked planes; the columns all three.
-    if kernels == "stacked planes":
+    # From 4 to 8 channels the stacked planes sum blocks of 8 and 4 channels in registers.
+    channels, out_channels, groups = 3, 3, 3
+    if kernels.startswith("stacked planes"):
         _without_3x3_depthwise_kernels(monkeypatch)
+        if kernels.endswith("channels"):
+            channels, out_channels, groups = 4, 8, 1
     elif kernels == "3x3 rows":
         _3x3_depthwise_by_rows(monkeypatch)
-    x = random(np.random.default_rng(0), (2, 3, 6, 12), dtype)
-    w = random(np.random.default_rng(1), (3, 1, 3, 3), dtype)
+    x = random(np.random.default_rng(0), (2, channels, 6, 12), dtype)
+    w = random(np.random.default_rng(1), (out_channels, channels // groups, 3, 3), dtype)
     x[0, 0, 0, 11] = np.inf
     x[0, 1, 3, 0] = np.nan
     x[1, 2, 5, 11] = -np.inf
     x[1, 0, 2, 7] = np.inf  # the last column of a float64 chunk
-    dy = np.array(x)  # the input gradient, from an output gradient with the same holes
-    params = {"padding": 1, "groups": 3}
+    params = {"padding": 1, "groups": groups}
+    # the input gradient, from an output gradient with the same holes
+    dy = np.resize(x, (2, out_channels, 6, 12))
     y = fastconv.conv(x, w, **params)
     dx = fastconv.conv_backward_input(dy, w, x.shape, **params)
     expected_y, expected_dx = torch_conv_passes(x, w, None, dy, **params)[:2]
@@ -325,7 +331,7 @@ def test_direct_kernels_carry_nan_and_inf_only_to_the_windows_they_are_in(
     assert_nonfinite_like(dx, expected_dx, tolerance)
     # the weight gradient from a finite output gradient: finite at the kernel offsets
     # whose windows miss the input's holes
-    dy = random(np.random.default_rng(2), x.shape, dtype)
+    dy = random(np.random.default_rng(2), dy.shape, dtype)
     dw = fastconv.conv_backward_weight(dy, x, w.shape, **params)
     assert_nonfinite_like(dw, torch_conv_passes(x, w, None, dy, **params)[2], tolerance)
     assert np.isfinite(dw).any()
@@ -520,6 +526,16 @@ def test_bounds_checking_stops_the_stacked_sums_outside_their_buffers():
         stacked._multiply_add(4, starts, weights, buffers, ext, 36)
     with pytest.raises(IndexError):  # a block of 4 target channels into 3 sums
         stacked._multiply_add(4, starts, weights, buffers, ext[:3], 35)
+    # the weight gradient's blocks: 4 output-gradient rows by 4 terms
+    terms = np.array([0, 1, 2, 45])
+    here, products = np.ones(40), np.zeros(16)
+    stacked._products(buffers, terms, 0, ext, here, 35, products)
+    with pytest.raises(IndexError):  # a length reading past the buffers
+        stacked._products(buffers, terms, 0, ext, here, 36, products)
+    with pytest.raises(IndexError):  # 3 output-gradient rows for 4
+        stacked._products(buffers, terms, 0, ext[:3], here, 35, products)
+    with pytest.raises(IndexError):  # room for 15 sums of 16
+        stacked._products(buffers, terms, 0, ext, here, 35, products[:15])
 
 
 def test_3x3_depthwise_kernels_take_3x3_planes_by_size_and_stride(monkeypatch):

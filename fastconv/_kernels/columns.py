@@ -41,7 +41,7 @@ from numba.extending import intrinsic
 
 from .._config import jit
 from .stacked import _worker_tasks
-from .vector import Vectors, array_data
+from .vector import Vectors, array_data, counted_loop
 
 #: Kernel rows and columns.
 TAPS = 3
@@ -144,43 +144,23 @@ class _Walk:
         next row. Returns the values after the last row (``carried`` if ``rows`` is 0).
         With stride 1 (``row_step`` then equal to ``dilation_h``) an input row is loaded
         once and kept for the three output rows that read it."""
-        builder, vector_type = self.builder, self.vectors.type
+        builder = self.builder
         kept_rows = TAPS - 1 if self.stride == 1 else 0
         first = [self.input_row(builder.add(first_y, builder.mul(dilation_h, _int(i))))
                  for i in range(kept_rows)]
-        before = builder.block
-        loop = builder.append_basic_block("walk.row")
-        after = builder.append_basic_block("walk.end")
-        builder.cbranch(builder.icmp_signed(">", rows, _int(0)), loop, after)
-        builder.position_at_end(loop)
-        r = builder.phi(_INT64)
-        kept = [[builder.phi(vector_type) for _ in range(TAPS)] for _ in first]
-        values = [builder.phi(value.type) for value in carried]
-        top = builder.add(first_y, builder.mul(r, row_step))
-        loaded = [self.input_row(builder.add(top, builder.mul(dilation_h, _int(i))))
-                  for i in range(kept_rows, TAPS)]
-        window = (*kept, *loaded)
-        following = body(r, window, values)
-        next_r = builder.add(r, _int(1))
-        end = builder.block
-        r.add_incoming(_int(0), before)
-        r.add_incoming(next_r, end)
-        for phis, start, moved in zip(kept, first, window[1:]):
-            for phi, a, b in zip(phis, start, moved):
-                phi.add_incoming(a, before)
-                phi.add_incoming(b, end)
-        for phi, a, b in zip(values, carried, following):
-            phi.add_incoming(a, before)
-            phi.add_incoming(b, end)
-        builder.cbranch(builder.icmp_signed("<", next_r, rows), loop, after)
-        builder.position_at_end(after)
-        results = []
-        for a, b in zip(carried, following):
-            result = builder.phi(a.type)
-            result.add_incoming(a, before)
-            result.add_incoming(b, end)
-            results.append(result)
-        return results
+        kept_values = kept_rows * TAPS
+
+        def output_row(r, values):
+            kept = [values[TAPS * i:TAPS * (i + 1)] for i in range(kept_rows)]
+            top = builder.add(first_y, builder.mul(r, row_step))
+            loaded = [self.input_row(builder.add(top, builder.mul(dilation_h, _int(i))))
+                      for i in range(kept_rows, TAPS)]
+            window = (*kept, *loaded)
+            moved = [vector for row in window[1:kept_rows + 1] for vector in row]
+            return moved + body(r, window, values[kept_values:])
+
+        initial = [vector for row in first for vector in row] + list(carried)
+        return counted_loop(builder, rows, _int(1), initial, output_row)[kept_values:]
 
 
 def _convolve_walk(lanes, stride, spread=1):

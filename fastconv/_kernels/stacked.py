@@ -20,8 +20,10 @@ buffer's vectors once and multiplies them into the sums of all the block's targe
 group's source channels, then sums its target channels block by block. Each worker
 thread reuses its buffers from task to task, their padding zeroed once.
 :func:`convolve` computes the forward pass and, with the filters turned, the input
-gradient; :func:`backward_weight` the weight gradient, whose sums
-over positions are reassociated so that LLVM vectorises them. Arrays are 5-d
+gradient; :func:`backward_weight` the weight gradient, whose sums over positions go
+four output channels by four terms at a time, 16 vector sums in registers
+(:func:`_block_products`), or, for the output channels left over (one per group in
+depthwise layers), in loops reassociated so that LLVM vectorises them. Arrays are 5-d
 ``(N, C, 1, H, W)`` as in :mod:`.unfold`, the weight ``(K, C/G * kh * kw)`` as in
 :mod:`.direct`.
 """
@@ -33,7 +35,7 @@ from numba import prange, types
 from numba.extending import intrinsic
 
 from .._config import jit
-from .vector import Vectors, array_data, copy_row
+from .vector import Vectors, array_data, copy_row, counted_loop, rows_of
 
 #: Samples stacked per task stay within this many bytes, a typical L1 data cache.
 L1_BYTES = 32 * 1024
@@ -47,6 +49,12 @@ _INT64 = ir.IntType(64)
 
 def _int(value):
     return ir.Constant(_INT64, value)
+
+
+def _vectors(context, builder, dtype):
+    """:class:`.vector.Vectors` of :data:`VECTOR_BYTES` of ``dtype``."""
+    itemsize = context.get_abi_sizeof(context.get_data_type(dtype))
+    return Vectors(context, builder, dtype, VECTOR_BYTES // itemsize)
 
 
 @jit(inline=True)
@@ -130,52 +138,36 @@ def _block_sums(targets, vectors):
     def block_sums(typingctx, buffers, starts, weights, e, ext, count):
         def codegen(context, builder, signature, args):
             _, _, _, e, _, count = args
-            dtype = signature.args[0].dtype
-            lanes = VECTOR_BYTES // context.get_abi_sizeof(context.get_data_type(dtype))
-            vec = Vectors(context, builder, dtype, lanes)
+            vec = _vectors(context, builder, signature.args[0].dtype)
             flat = array_data(context, builder, signature.args[0], args[0])
             start_data = array_data(context, builder, signature.args[1], args[1])
             weight_data = array_data(context, builder, signature.args[2], args[2])
-            ext_array = context.make_array(signature.args[4])(context, builder, args[4])
-            ext_row = builder.extract_value(ext_array.strides, 0)
-            ext_row = builder.sdiv(ext_row, _int(context.get_abi_sizeof(vec.type.element)))
+            ext_data, ext_row = rows_of(context, builder, signature.args[4], args[4])
             terms = builder.extract_value(
                 context.make_array(signature.args[1])(context, builder, args[1]).shape, 0)
-            masks = [vec.lanes_below(builder.sub(count, _int(v * lanes)))
+            masks = [vec.lanes_below(builder.sub(count, _int(v * vec.lanes)))
                      for v in range(vectors)]
-            zero = ir.Constant(vec.type, None)
-            before = builder.block
-            loop = builder.append_basic_block("terms")
-            after = builder.append_basic_block("terms.end")
-            builder.branch(loop)
-            builder.position_at_end(loop)
-            t = builder.phi(_INT64)
-            sums = [[builder.phi(vec.type) for _ in range(vectors)] for _ in range(targets)]
-            start = builder.add(builder.load(builder.gep(start_data, [t])), e)
-            loaded = [vec.load(flat, builder.add(start, _int(v * lanes)), masks[v])
-                      for v in range(vectors)]
-            first_weight = builder.mul(t, _int(targets))
-            following = []
+
+            def term(t, sums):
+                start = builder.add(builder.load(builder.gep(start_data, [t])), e)
+                loaded = [vec.load(flat, builder.add(start, _int(v * vec.lanes)), masks[v])
+                          for v in range(vectors)]
+                first_weight = builder.mul(t, _int(targets))
+                following = []
+                for k in range(targets):
+                    weight = vec.splat(builder.load(builder.gep(
+                        weight_data, [builder.add(first_weight, _int(k))])))
+                    following += [vec.multiply_add(weight, x, total) for x, total in
+                                  zip(loaded, sums[k * vectors:(k + 1) * vectors])]
+                return following
+
+            sums = counted_loop(builder, terms, _int(1),
+                            [ir.Constant(vec.type, None)] * (targets * vectors), term)
             for k in range(targets):
-                weight = vec.splat(builder.load(builder.gep(
-                    weight_data, [builder.add(first_weight, _int(k))])))
-                following.append([vec.multiply_add(weight, x, total)
-                                  for x, total in zip(loaded, sums[k])])
-            next_t = builder.add(t, _int(1))
-            end = builder.block
-            t.add_incoming(_int(0), before)
-            t.add_incoming(next_t, end)
-            for phis, updated in zip(sums, following):
-                for phi, value in zip(phis, updated):
-                    phi.add_incoming(zero, before)
-                    phi.add_incoming(value, end)
-            builder.cbranch(builder.icmp_signed("<", next_t, terms), loop, after)
-            builder.position_at_end(after)
-            for k, totals in enumerate(following):
                 row = builder.add(builder.mul(ext_row, _int(k)), e)
-                for v, total in enumerate(totals):
-                    vec.store(total, ext_array.data, builder.add(row, _int(v * lanes)),
-                              masks[v])
+                for v in range(vectors):
+                    vec.store(sums[k * vectors + v], ext_data,
+                              builder.add(row, _int(v * vec.lanes)), masks[v])
             return context.get_dummy_value()
 
         return types.void(buffers, starts, weights, e, ext, count), codegen
@@ -299,6 +291,71 @@ def convolve(turned, source, weight, kernel, dilation, top, left, threads, targe
                 j += block
 
 
+def _block_products(targets, terms):
+    """An intrinsic: the sums of products of ``targets`` output-gradient rows and
+    ``terms`` terms, ``out[k * terms + t] = sum(grads[k, e] * flat[starts[first + t] + e])``
+    over the positions ``e`` below ``length`` where ``here[e]`` is not zero, ``flat`` the
+    buffers' data. Each position's vectors are loaded once for all the pairs, whose
+    sums stay in registers along the positions and are added across lanes at the end,
+    always in the same order."""
+
+    @intrinsic
+    def block_products(typingctx, buffers, starts, first, grads, here, length, out):
+        def codegen(context, builder, signature, args):
+            _, _, first, _, _, length, _ = args
+            vec = _vectors(context, builder, signature.args[0].dtype)
+            flat = array_data(context, builder, signature.args[0], args[0])
+            start_data = array_data(context, builder, signature.args[1], args[1])
+            grad_data, grad_row = rows_of(context, builder, signature.args[3], args[3])
+            here_data = array_data(context, builder, signature.args[4], args[4])
+            out_data = array_data(context, builder, signature.args[6], args[6])
+            starts = [builder.load(builder.gep(start_data, [builder.add(first, _int(t))]))
+                      for t in range(terms)]
+            zero = ir.Constant(vec.type, None)
+
+            def position(e, sums):
+                in_range = vec.lanes_below(builder.sub(length, e))
+                # the dropped positions may pair a zero gradient with an input's inf or NaN
+                kept = builder.and_(in_range, builder.fcmp_unordered(
+                    "!=", vec.load(here_data, e, in_range), zero))
+                rows = [vec.load(grad_data, builder.add(builder.mul(grad_row, _int(k)), e),
+                                 in_range) for k in range(targets)]
+                following = list(sums)
+                for t, start in enumerate(starts):
+                    inputs = vec.load(flat, builder.add(start, e), kept)
+                    for k, row in enumerate(rows):
+                        following[k * terms + t] = vec.multiply_add(row, inputs,
+                                                                    sums[k * terms + t])
+                return following
+
+            sums = counted_loop(builder, length, _int(vec.lanes), [zero] * (targets * terms),
+                            position)
+            for index, total in enumerate(sums):
+                builder.store(vec.lane_sum(total), builder.gep(out_data, [_int(index)]))
+            return context.get_dummy_value()
+
+        return types.void(buffers, starts, first, grads, here, length, out), codegen
+
+    return block_products
+
+
+#: The weight gradient's blocks: output-gradient rows by terms summed together.
+PRODUCT_TARGETS, PRODUCT_TERMS = 4, 4
+_PRODUCTS = _block_products(PRODUCT_TARGETS, PRODUCT_TERMS)
+
+
+@jit()
+def _products(buffers, starts, first, grads, here, length, out):
+    """:func:`_block_products` of the terms from ``first``, bounds-checked where the
+    build is."""
+    if _CHECKED:  # the last element each term, row and mask reads, and the last sum
+        for t in range(first, first + PRODUCT_TERMS):
+            buffers.reshape(-1)[starts[t] + length - 1]
+        grads[PRODUCT_TARGETS - 1, length - 1], here[length - 1]
+        out[PRODUCT_TARGETS * PRODUCT_TERMS - 1]
+    _PRODUCTS(buffers, starts, first, grads, here, length, out)
+
+
 @jit(reassociate=True)
 def _sum_products(offsets, buffer, grad, output_here, totals):
     """``totals[t] += sum(grad[e] * buffer[offsets[t] + e])`` over ``grad``'s positions
@@ -342,7 +399,9 @@ def backward_weight(grad_output, x, kernel, dilation, top, left, threads, dw):
     sources = dw.shape[1] // volume
     groups = channels // sources
     targets = dw.shape[0] // groups
-    samples = _samples_per_task(batch, (sources + targets) * rows * row_length, x.itemsize)
+    # the sources and a block of output-gradient rows
+    samples = _samples_per_task(batch, (sources + PRODUCT_TARGETS) * rows * row_length,
+                                x.itemsize)
     sample_groups = -(-batch // samples)
     tasks = groups * sample_groups
     workers = min(threads, tasks)
@@ -351,24 +410,43 @@ def backward_weight(grad_output, x, kernel, dilation, top, left, threads, dw):
         for y in range(out_h):
             for q in range(out_w):
                 output_here[(s * rows + y) * row_length + q] = True
+    here = output_here.astype(x.dtype)
+    terms = sources * volume
+    # blocks of terms padded with the buffers' first position, their sums dropped
+    padded_terms = -(-terms // PRODUCT_TERMS) * PRODUCT_TERMS
     sums = np.zeros((sample_groups, dw.shape[0], dw.shape[1]), dw.dtype)
     for worker in prange(workers):
-        buffers, exts = _buffers(sources, 1, samples, rows, row_length, kernel, dilation,
-                                 x.dtype)
-        ext = exts[0]
+        buffers, ext = _buffers(sources, PRODUCT_TARGETS, samples, rows, row_length, kernel,
+                                dilation, x.dtype)
+        starts = np.zeros(padded_terms, np.int64)
+        for s in range(sources):
+            for t in range(volume):
+                starts[s * volume + t] = s * buffers.shape[1] + offsets[t]
+        products = np.empty(PRODUCT_TARGETS * PRODUCT_TERMS, x.dtype)
         for task in _worker_tasks(worker, workers, tasks):
             group, first, count = _task(task, groups, samples, batch)
+            task_sums = sums[task // groups]
             for s in range(sources):
                 _stack(x, first, count, group * sources + s, top, left, rows, row_length,
                        buffers[s])
             length = ((count - 1) * rows + out_h) * row_length
-            for j in range(targets):
-                _stack(grad_output, first, count, group * targets + j, 0, 0, rows,
-                       row_length, ext)
+            j = 0
+            while j + PRODUCT_TARGETS <= targets:  # their vectors loaded once for the block
+                for k in range(PRODUCT_TARGETS):
+                    _stack(grad_output, first, count, group * targets + j + k, 0, 0, rows,
+                           row_length, ext[k])
+                for t in range(0, padded_terms, PRODUCT_TERMS):
+                    _products(buffers, starts, t, ext, here, length, products)
+                    for k in range(PRODUCT_TARGETS):
+                        for u in range(min(PRODUCT_TERMS, terms - t)):
+                            task_sums[group * targets + j + k, t + u] += products[
+                                k * PRODUCT_TERMS + u]
+                j += PRODUCT_TARGETS
+            for target in range(group * targets + j, (group + 1) * targets):
+                _stack(grad_output, first, count, target, 0, 0, rows, row_length, ext[0])
                 for s in range(sources):
-                    _sum_products(offsets, buffers[s], ext[:length], output_here,
-                                  sums[task // groups, group * targets + j,
-                                       s * volume:(s + 1) * volume])
+                    _sum_products(offsets, buffers[s], ext[0, :length], output_here,
+                                  task_sums[target, s * volume:(s + 1) * volume])
     for k in range(dw.shape[0]):
         for column in range(dw.shape[1]):
             total = sums[0, k, column]

@@ -89,6 +89,18 @@ class Vectors:
         self.builder.call(self._store, [value, self._pointer(data, index),
                                         ir.Constant(_INT32, 1), mask])
 
+    def lane_sum(self, vector):
+        """The sum of ``vector``'s lanes, added in halves: the same order every time."""
+        builder, width = self.builder, self.lanes
+        while width > 1:
+            width //= 2
+            lanes = ir.VectorType(_INT32, width)
+            low = builder.shuffle_vector(vector, vector, ir.Constant(lanes, list(range(width))))
+            high = builder.shuffle_vector(vector, vector,
+                                          ir.Constant(lanes, list(range(width, 2 * width))))
+            vector = builder.fadd(low, high)
+        return builder.extract_element(vector, ir.Constant(_INT32, 0))
+
     def multiply_add(self, a, b, c):
         """``a * b + c``, fused where the CPU can (rounded once, as BLAS rounds it)."""
         return self.builder.call(self._fma, [a, b, c])
@@ -97,6 +109,46 @@ class Vectors:
 def array_data(context, builder, array_type, array_value):
     """The data pointer of an array argument of an intrinsic."""
     return context.make_array(array_type)(context, builder, array_value).data
+
+
+def rows_of(context, builder, array_type, array_value):
+    """The data pointer of a 2-d array argument of an intrinsic, and the elements from
+    one row to the next."""
+    array = context.make_array(array_type)(context, builder, array_value)
+    itemsize = ir.Constant(_INT64, context.get_abi_sizeof(context.get_data_type(
+        array_type.dtype)))
+    return array.data, builder.sdiv(builder.extract_value(array.strides, 0), itemsize)
+
+
+def counted_loop(builder, stop, step, initial, body):
+    """Emit ``for i in range(0, stop, step)`` (int64s) carrying values, ``initial`` on
+    entry: ``body(i, values)`` emits an iteration and returns the values for the next.
+    Returns the values after the loop (``initial`` if it ran no iteration)."""
+    before = builder.block
+    loop = builder.append_basic_block("loop")
+    after = builder.append_basic_block("loop.end")
+    start = ir.Constant(_INT64, 0)
+    builder.cbranch(builder.icmp_signed("<", start, stop), loop, after)
+    builder.position_at_end(loop)
+    index = builder.phi(_INT64)
+    carried = [builder.phi(value.type) for value in initial]
+    updated = body(index, carried)
+    following = builder.add(index, step)
+    end = builder.block
+    index.add_incoming(start, before)
+    index.add_incoming(following, end)
+    for phi, first, value in zip(carried, initial, updated):
+        phi.add_incoming(first, before)
+        phi.add_incoming(value, end)
+    builder.cbranch(builder.icmp_signed("<", following, stop), loop, after)
+    builder.position_at_end(after)
+    results = []
+    for first, value in zip(initial, updated):
+        result = builder.phi(value.type)
+        result.add_incoming(first, before)
+        result.add_incoming(value, end)
+        results.append(result)
+    return results
 
 
 @intrinsic
