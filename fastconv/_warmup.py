@@ -11,17 +11,19 @@ from .plan import ConvPlan
 
 # One small problem per code path: the im2col GEMM path (short rows and long rows, with
 # implicit and explicit padding), Winograd's, the 1x1 GEMM path, the direct kernels on
-# stacked planes (unit strides), by rows (3x3 depthwise, large planes), down columns (3x3
-# depthwise, small planes), by channel blocks (depthwise, other strides) and plane by
-# plane.
+# stacked planes (unit strides; several channels, and depthwise), by rows (3x3
+# depthwise, large planes), down columns (3x3 depthwise, small planes), by channel
+# blocks (depthwise, other strides) and plane by plane.
 _PROBLEMS = (
-    ((1, 8, 5, 5), (8, 8, 3, 3), {"padding": 1}),
+    ((1, 8, 5, 5), (8, 8, 3, 3), {"padding": 1, "algorithm": "gemm"}),
     ((1, 16, 5, 5), (16, 16, 3, 3), {"padding": 1, "algorithm": "winograd"}),
-    ((1, 8, 3, 40), (8, 8, 3, 3), {"padding": 1}),
-    ((1, 8, 5, 5), (8, 8, 3, 3), {"padding": 1, "padding_mode": "reflect"}),
+    ((1, 8, 3, 40), (8, 8, 3, 3), {"padding": 1, "algorithm": "gemm"}),
+    ((1, 8, 5, 5), (8, 8, 3, 3), {"padding": 1, "padding_mode": "reflect",
+                                  "algorithm": "gemm"}),
     ((1, 8, 5, 5), (8, 8, 1, 1), {}),
+    ((1, 8, 5, 5), (8, 8, 3, 3), {"padding": 1}),
     ((1, 8, 5, 5), (8, 1, 5, 5), {"padding": 2, "groups": 8}),
-    ((1, 2, 130, 64), (2, 1, 3, 3), {"padding": 1, "groups": 2}),
+    ((1, 1, 130, 64), (1, 1, 3, 3), {"padding": 1}),
     ((1, 8, 5, 5), (8, 1, 3, 3), {"padding": 1, "groups": 8}),
     ((1, 16, 5, 5), (16, 1, 3, 3), {"padding": 1, "groups": 16, "stride": 3}),
     ((1, 2, 5, 5), (4, 1, 3, 3), {"padding": 1, "groups": 2, "stride": 2}),

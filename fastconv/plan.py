@@ -132,13 +132,12 @@ class ConvPlan:
         group (a first layer from 1 or 3 channels, say), unless the outputs are so small
         beside the window that the direct kernels would compute more than
         :data:`STACKED_MAX_POSITIONS_PER_OUTPUT` positions per output (with a 2-d window
-        up to :data:`STACKED_2D_MAX_CHANNEL_PAIRS` pairs, the weight gradient then by
-        im2col beyond :data:`STACKED_MAX_CHANNEL_PAIRS`); ``"winograd"``
+        up to :data:`STACKED_2D_MAX_CHANNEL_PAIRS` pairs); ``"winograd"``
         where it applies, with at least :data:`WINOGRAD_MIN_CHANNELS` input and output
         channels and outputs at least :data:`WINOGRAD_MIN_OUTPUT_SIDE` wide and high (by
         dtype), if a sample's transformed tiles per thread fit the workspace limit; else
-        ``"gemm"``. It picks the weight gradient's algorithm on its own, between these
-        two: Winograd where it applies with at least :data:`WINOGRAD_WEIGHT_MIN_CHANNELS`
+        ``"gemm"``. Where it takes one of these two, it picks the weight gradient's on
+        its own: Winograd where it applies with at least :data:`WINOGRAD_WEIGHT_MIN_CHANNELS`
         channels and outputs at least :data:`WINOGRAD_WEIGHT_MIN_OUTPUT_SIDE` wide and
         high (its GEMMs sum over tiles, so they stay wide on small outputs), else im2col.
 
@@ -232,8 +231,8 @@ class ConvPlan:
         self._kernel_spatial = three_d(kernel_window.input_size)
         self._output_spatial = three_d(window.output_size)
         self.algorithm = _choose_algorithm(algorithm, g, dtype, kernel_window)
-        self.backward_weight_algorithm = _choose_weight_algorithm(
-            algorithm, g, dtype, kernel_window, self.algorithm)
+        self.backward_weight_algorithm = _choose_weight_algorithm(algorithm, g, dtype,
+                                                                  self.algorithm)
         all_direct = self.algorithm == self.backward_weight_algorithm == "direct"
         # A 1x1 window that visits every input position once needs no im2col, and the
         # direct kernels need none at all.
@@ -798,8 +797,10 @@ WEIGHT_GRADIENT_TRANSPOSED_MAX_OUT = 128
 #: and the GEMMs are faster.
 DIRECT_MAX_GROUP_CHANNELS = 4
 #: With unit strides, "auto" also picks the direct kernels, on stacked planes, for
-#: groups of at most this many input-output channel pairs. Training step (all three
-#: passes), 2 threads, direct against the GEMM path, one process interleaved, float32 /
+#: groups of at most this many input-output channel pairs with a 1-d window (see
+#: STACKED_2D_MAX_CHANNEL_PAIRS for 2-d ones). Training step (all three passes, on the
+#: stacked planes' earlier loops), 2 threads, direct against the GEMM path, one
+#: process interleaved, float32 /
 #: float64: 32 samples of 32 x 32, 3x3: 3 to 8 channels 0.54, 6 to 6 0.42, 8 to 8 0.60 /
 #: 0.58, 3 to 16 0.60 / 0.54 (also with reflect padding: 0.65 / 0.65); LeNet-5's conv1
 #: (1 to 6, 5x5 on 28 x 28) 0.56 / 0.90; 1-d, length 4000, 4 to 16 0.54 / 0.60; 8 to 8,
@@ -808,11 +809,9 @@ DIRECT_MAX_GROUP_CHANNELS = 4
 #: 64 1.39 / 1.23. 1x1 windows, which need no im2col, are left to the GEMMs (3.2 to 3.8
 #: times as long on stacked planes).
 STACKED_MAX_CHANNEL_PAIRS = 64
-#: With a 2-d window, "auto" takes the stacked planes for the forward pass and the input
-#: gradient up to this many pairs, and the GEMM path for the weight gradient beyond
-#: STACKED_MAX_CHANNEL_PAIRS (on 16 to 16 channels the stacked weight gradient took 1.12
-#: to 1.51 times the GEMMs' time). Forward pass and input gradient, 2 threads, one
-#: process interleaved, against the path "auto" took otherwise: float32, 16 to 16
+#: With a 2-d window, "auto" takes the stacked planes up to this many pairs. Forward
+#: pass and input gradient, 2 threads, one process interleaved, against the path
+#: "auto" took otherwise: float32, 16 to 16
 #: channels, 3x3, on 32 x 32 (CIFAR ResNet-20's first layer) 0.84 of the time with the
 #: stacked planes' earlier loops, and the sums held in registers (see
 #: fastconv._kernels.stacked) took 0.48 to 0.84 of those loops' time on 4 to 8 and 16 to
@@ -821,7 +820,11 @@ STACKED_MAX_CHANNEL_PAIRS = 64
 #: they took 0.74 to 2.65 times as long (ResNet-50's 3x3/64 and 3x3/256, VGG-16's
 #: conv1_2 and conv3_2, convnet-benchmarks L2 and L3, DeepLab's dilated layer): the
 #: GEMMs run wide there, the stacked planes compute the padding's products too, and
-#: large planes leave the cache.
+#: large planes leave the cache. The weight gradient, its sums of 4 x 4 products held in
+#: registers, against the faster of im2col and Winograd: float32 0.57 to 1.12 of the
+#: time (CIFAR ResNet-20's first layer 0.66, LeNet-5's conv2 0.85; 8 samples of 16 to
+#: 16 channels on 56 x 56 0.93, 16 samples of 3 to 64 and 8 to 32 on 32 x 32 1.07 and
+#: 1.12), float64 0.53 to 0.96.
 STACKED_2D_MAX_CHANNEL_PAIRS = 256
 #: ... unless they would compute more positions than this per output (see
 #: fastconv._kernels.stacked_positions_per_output): LeNet-5's conv2, unpadded (1.96 per
@@ -887,19 +890,20 @@ def _choose_algorithm(requested, geometry: ConvGeometry, dtype: np.dtype,
             f"padding {tuple(zip(w.pad_low, w.pad_high))}, padding_mode {g.padding_mode!r}")
     if requested != "auto":
         return requested
-    max_pairs = STACKED_2D_MAX_CHANNEL_PAIRS if g.rank == 2 else STACKED_MAX_CHANNEL_PAIRS
-    if _direct_pays(g, kernel_window, max_pairs):
+    if _direct_pays(g, kernel_window):
         return "direct"
     if _winograd_pays(g, WINOGRAD_MIN_CHANNELS, WINOGRAD_MIN_OUTPUT_SIDE[dtype.name]):
         return "winograd"
     return "gemm"
 
 
-def _direct_pays(geometry: ConvGeometry, kernel_window: Window, max_pairs: int) -> bool:
+def _direct_pays(geometry: ConvGeometry, kernel_window: Window) -> bool:
     """Whether "auto" takes the direct kernels: for groups of at most
     :data:`DIRECT_MAX_GROUP_CHANNELS` channels, or on stacked planes for groups of at
-    most ``max_pairs`` input-output channel pairs (see :data:`STACKED_MAX_CHANNEL_PAIRS`)."""
+    most :data:`STACKED_MAX_CHANNEL_PAIRS` input-output channel pairs
+    (:data:`STACKED_2D_MAX_CHANNEL_PAIRS` with a 2-d window)."""
     g = geometry
+    max_pairs = STACKED_2D_MAX_CHANNEL_PAIRS if g.rank == 2 else STACKED_MAX_CHANNEL_PAIRS
     if max(g.in_channels, g.out_channels) // g.groups <= DIRECT_MAX_GROUP_CHANNELS:
         return True
     window_args = kernel_window.kernel_args()
@@ -911,15 +915,12 @@ def _direct_pays(geometry: ConvGeometry, kernel_window: Window, max_pairs: int) 
 
 
 def _choose_weight_algorithm(requested, geometry: ConvGeometry, dtype: np.dtype,
-                             kernel_window: Window, chosen: str) -> str:
-    """The weight gradient's algorithm: ``chosen`` unless "auto" was requested; then,
-    where ``chosen`` is "direct", the direct kernels up to :data:`STACKED_MAX_CHANNEL_PAIRS`;
-    elsewhere, and beyond, Winograd or im2col by :data:`WINOGRAD_WEIGHT_MIN_CHANNELS` and
-    :data:`WINOGRAD_WEIGHT_MIN_OUTPUT_SIDE`."""
-    if requested != "auto":
+                             chosen: str) -> str:
+    """The weight gradient's algorithm: ``chosen`` unless "auto" was requested and chose
+    im2col or Winograd; then Winograd or im2col by :data:`WINOGRAD_WEIGHT_MIN_CHANNELS`
+    and :data:`WINOGRAD_WEIGHT_MIN_OUTPUT_SIDE`."""
+    if requested != "auto" or chosen == "direct":
         return chosen
-    if chosen == "direct" and _direct_pays(geometry, kernel_window, STACKED_MAX_CHANNEL_PAIRS):
-        return "direct"
     if _winograd_pays(geometry, WINOGRAD_WEIGHT_MIN_CHANNELS[dtype.name],
                       WINOGRAD_WEIGHT_MIN_OUTPUT_SIDE):
         return "winograd"
