@@ -233,10 +233,11 @@ class ConvPlan:
         self.algorithm = _choose_algorithm(algorithm, g, dtype, kernel_window)
         self.backward_weight_algorithm = _choose_weight_algorithm(algorithm, g, dtype,
                                                                   self.algorithm)
-        all_direct = self.algorithm == self.backward_weight_algorithm == "direct"
+        # (a direct plan computes the weight gradient directly too)
+        direct = self.algorithm == "direct"
         # A 1x1 window that visits every input position once needs no im2col, and the
         # direct kernels need none at all.
-        self._needs_columns = not all_direct and (
+        self._needs_columns = not direct and (
             window.kernel_volume > 1 or any(s > 1 for s in window.stride)
             or window.is_padded or window.input_size != window.output_size)
         itemsize = dtype.itemsize
@@ -248,7 +249,7 @@ class ConvPlan:
         # are as large as the limit allows: each switch between a Numba kernel and a
         # threaded GEMM costs more (BLAS threads spin on after their GEMM) than cache
         # misses do. Split among worker threads (see _pieces), they are cache-sized. The
-        # direct kernels need no columns: one tile, whatever the other passes take.
+        # direct kernels need no columns: one tile.
         padded = 4 * g.in_channels * math.prod(kernel_window.input_size) * itemsize \
             if self._explicit_padding else 0
         self._kernel_window = kernel_window
@@ -264,8 +265,7 @@ class ConvPlan:
         self._weight_gradient_transposed = (
             dtype == np.float32 and g.col_rows > g.out_channels
             and g.out_channels // g.groups <= WEIGHT_GRADIENT_TRANSPOSED_MAX_OUT)
-        self._direct_tiles = plan_tiles(range(g.batch), kernel_window, 0, 0, sys.maxsize)
-        if not all_direct:
+        if not direct:
             self._per_column = (g.col_rows + g.out_channels) * itemsize
             self._per_sample = padded
             # backward_weight sums tiles through a weight-sized partial product
@@ -277,7 +277,7 @@ class ConvPlan:
             if "winograd" in (self.algorithm, self.backward_weight_algorithm):
                 self._setup_winograd(requested_auto=algorithm == "auto")
         else:
-            self._tiles = self._direct_tiles
+            self._tiles = plan_tiles(range(g.batch), kernel_window, 0, 0, sys.maxsize)
             self._worker_budget = 0
             self.workspace_nbytes = 0
 
@@ -752,7 +752,7 @@ class ConvPlan:
 
     def _direct_forward(self, x, weight) -> np.ndarray:
         y = np.empty(self.output_shape, self.dtype)
-        for tile in self._direct_tiles:
+        for tile in self._tiles:
             _kernels.direct_forward(self._kernel_input(x, tile), self._flat(weight),
                                     tile.window_args, self._five_d_view(y))
         return y
@@ -760,7 +760,7 @@ class ConvPlan:
     def _direct_backward_input(self, grad_output, weight) -> np.ndarray:
         g = self.geometry
         dx = np.empty((g.batch, g.in_channels, *self._kernel_input_size), self.dtype)
-        for tile in self._direct_tiles:
+        for tile in self._tiles:
             _kernels.direct_backward_input(
                 self._five_d_view(np.ascontiguousarray(grad_output)), self._flat(weight),
                 tile.window_args, dx.reshape(*dx.shape[:2], *self._kernel_spatial))
@@ -771,7 +771,7 @@ class ConvPlan:
     def _direct_backward_weight(self, grad_output, x) -> np.ndarray:
         g = self.geometry
         dw = np.zeros((g.out_channels, g.col_rows // g.groups), self.dtype)
-        for tile in self._direct_tiles:
+        for tile in self._tiles:
             _kernels.direct_backward_weight(
                 self._five_d_view(np.ascontiguousarray(grad_output)),
                 self._kernel_input(x, tile), tile.window_args, dw)

@@ -161,8 +161,8 @@ def _block_sums(targets, vectors):
                                   zip(loaded, sums[k * vectors:(k + 1) * vectors])]
                 return following
 
-            sums = counted_loop(builder, terms, _int(1),
-                            [ir.Constant(vec.type, None)] * (targets * vectors), term)
+            zero = ir.Constant(vec.type, None)
+            sums = counted_loop(builder, terms, _int(1), [zero] * (targets * vectors), term)
             for k in range(targets):
                 row = builder.add(builder.mul(ext_row, _int(k)), e)
                 for v in range(vectors):
