@@ -182,6 +182,19 @@ _SUMS_8, _SUMS_4, _SUMS_2, _SUMS_1 = (_block_sums(t, v) for t, v in _BLOCKS)
 
 
 @jit(inline=True)
+def _term_starts(sources, offsets, buffer_length, size):
+    """Where each term reads in the buffers' data, ``size`` of them: term ``s * volume +
+    t``, source channel ``s`` at kernel offset ``t``, at ``s * buffer_length +
+    offsets[t]``; the terms past the last at 0, the first position."""
+    volume = offsets.size
+    starts = np.zeros(size, np.int64)
+    for s in range(sources):
+        for t in range(volume):
+            starts[s * volume + t] = s * buffer_length + offsets[t]
+    return starts
+
+
+@jit(inline=True)
 def _block_size(remaining):
     """The largest block of target channels, 8, 4, 2 or 1, not above ``remaining``."""
     size = 8
@@ -268,11 +281,7 @@ def convolve(turned, source, weight, kernel, dilation, top, left, threads, targe
     for worker in prange(workers):
         buffers, ext = _buffers(sources, _BLOCKS[0][0], samples, rows, row_length, kernel,
                                 dilation, source.dtype)
-        # term s * volume + t: source channel s at kernel offset t
-        starts = np.empty(terms, np.int64)
-        for s in range(sources):
-            for t in range(volume):
-                starts[s * volume + t] = s * buffers.shape[1] + offsets[t]
+        starts = _term_starts(sources, offsets, buffers.shape[1], terms)
         for task in _worker_tasks(worker, workers, tasks):
             group, first, count = _task(task, groups, samples, batch)
             for s in range(sources):
@@ -418,10 +427,7 @@ def backward_weight(grad_output, x, kernel, dilation, top, left, threads, dw):
     for worker in prange(workers):
         buffers, ext = _buffers(sources, PRODUCT_TARGETS, samples, rows, row_length, kernel,
                                 dilation, x.dtype)
-        starts = np.zeros(padded_terms, np.int64)
-        for s in range(sources):
-            for t in range(volume):
-                starts[s * volume + t] = s * buffers.shape[1] + offsets[t]
+        starts = _term_starts(sources, offsets, buffers.shape[1], padded_terms)
         products = np.empty(PRODUCT_TARGETS * PRODUCT_TERMS, x.dtype)
         for task in _worker_tasks(worker, workers, tasks):
             group, first, count = _task(task, groups, samples, batch)
